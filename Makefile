@@ -1,0 +1,47 @@
+# mtl_diffusion: `make figures` regenerates every figure, `make test` runs every test.
+# Both create the environment (.venv) on first use.
+# GPU users: `make setup TORCH="torch==<version>"` (plus PIP_EXTRA_INDEX_URL for a CUDA build).
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+NOTEBOOKS ?=
+
+.PHONY: setup test unit nbval figures notebooks bench clean distclean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+test: unit nbval
+
+unit: $(STAMP)
+	$(PY) -m pytest -q tests
+
+nbval: $(STAMP)
+	$(PY) -m mtl_diffusion.run_notebooks --profile smoke --prepare-only $(NOTEBOOKS)
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env build/notebooks/smoke
+
+figures: $(STAMP)
+	$(PY) -m mtl_diffusion.run_notebooks --profile cpu $(NOTEBOOKS)
+
+notebooks: $(STAMP)
+	$(VENV)/bin/jupytext --to ipynb notebooks/*.py
+	@echo "Open them with: $(VENV)/bin/jupyter lab notebooks/"
+
+bench: $(STAMP)
+	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf build artifacts/smoke .pytest_cache notebooks/*.ipynb
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf artifacts $(VENV) *.egg-info

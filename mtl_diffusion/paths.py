@@ -1,0 +1,28 @@
+"""Absolute project paths, so notebooks behave the same from any working directory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "figures"
+BUILD = ROOT / "build"
+ARTIFACTS = Path(os.environ.get("MTL_DIFFUSION_ARTIFACTS", ROOT / "artifacts"))
+NOTEBOOKS = ROOT / "notebooks"
+
+
+def artifacts_dir(profile: str) -> Path:
+    """Folder for one profile's caches and checkpoints (smoke never touches cpu or paper)."""
+    path = ARTIFACTS / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def figures_dir(profile: str) -> Path:
+    """Where figures go: figures/ for cpu and paper runs, build/figures/<profile> otherwise."""
+    path = FIGURES if profile in ("cpu", "paper") else BUILD / "figures" / profile
+    if profile == "paper":
+        path = FIGURES / "paper"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
