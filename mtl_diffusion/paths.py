@@ -20,9 +20,7 @@ def artifacts_dir(profile: str) -> Path:
 
 
 def figures_dir(profile: str) -> Path:
-    """Where figures go: figures/ for cpu and paper runs, build/figures/<profile> otherwise."""
-    path = FIGURES if profile in ("cpu", "paper") else BUILD / "figures" / profile
-    if profile == "paper":
-        path = FIGURES / "paper"
+    """Where figures go: figures/ (cpu), figures/paper/ (paper), build/figures/<profile> (others)."""
+    path = {"cpu": FIGURES, "paper": FIGURES / "paper"}.get(profile, BUILD / "figures" / profile)
     path.mkdir(parents=True, exist_ok=True)
     return path

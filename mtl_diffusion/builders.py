@@ -1,0 +1,59 @@
+"""Build the schedule, model and dataset a Config describes."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mtl_diffusion.config import Config
+from mtl_diffusion.data import load_dataset
+from mtl_diffusion.diffusion import Schedule, make_schedule
+from mtl_diffusion.models import build_model
+
+
+def schedule_from_config(config: Config) -> Schedule:
+    return make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
+
+
+def model_from_config(config: Config) -> nn.Module:
+    """The denoiser named by config.model.arch, sized by the profile."""
+    m, steps = config.model, config.diffusion.num_timesteps
+    if m.arch == "unet":
+        return build_model(
+            "unet",
+            in_channels=config.data.channels,
+            base_channels=m.base_channels,
+            channel_mults=m.channel_mults,
+            num_res_blocks=m.num_res_blocks,
+            attention_levels=m.attention_levels,
+            num_heads=m.num_heads,
+            dropout=m.dropout,
+            num_timesteps=steps,
+        )
+    if m.arch == "dit":
+        return build_model(
+            "dit",
+            image_size=config.data.image_size,
+            in_channels=config.data.channels,
+            patch_size=m.patch_size,
+            hidden_size=m.hidden_size,
+            depth=m.depth,
+            num_heads=m.num_heads,
+            num_timesteps=steps,
+        )
+    return build_model("mlp", dim=2, hidden=m.hidden_size, depth=m.depth, num_timesteps=steps)
+
+
+def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:
+    """Training (or test) data as one tensor in [-1, 1]."""
+    d = config.data
+    if d.name == "folder":
+        return load_dataset("folder", split, path=d.path, image_size=d.image_size, channels=d.channels)
+    return load_dataset(d.name, split)
+
+
+def sample_shape(config: Config, n: int) -> tuple[int, ...]:
+    """Shape of `n` samples of the configured data."""
+    if config.data.name.startswith("toy:"):
+        return (n, 2)
+    return (n, config.data.channels, config.data.image_size, config.data.image_size)

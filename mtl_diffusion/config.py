@@ -1,0 +1,227 @@
+"""Experiment configuration: named profiles expanded into frozen, type-checked dataclasses.
+
+    cfg = load("cpu", seed=3, **{"train.steps": 800})
+    cfg = load("smoke", {"model.arch": "dit"})
+
+Overrides use dotted keys ("section.field") or top-level fields ("seed"); an unknown key,
+profile or choice raises an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"  # digits | toy:8gaussians | toy:moons | ... | folder
+    path: str = ""  # image folder when name == "folder"
+    image_size: int = 8
+    channels: int = 1
+
+
+@dataclass(frozen=True)
+class DiffusionConfig:
+    schedule: str = "linear"  # linear | cosine
+    num_timesteps: int = 1000
+    prediction: str = "eps"  # eps | x0 | v
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "unet"  # unet | dit | mlp
+    base_channels: int = 32  # U-Net
+    channel_mults: tuple[int, ...] = (1, 2)  # U-Net
+    num_res_blocks: int = 1  # U-Net
+    attention_levels: tuple[int, ...] = ()  # U-Net levels with self-attention
+    dropout: float = 0.0
+    hidden_size: int = 128  # DiT / MLP width
+    depth: int = 4  # DiT blocks / MLP layers
+    num_heads: int = 4
+    patch_size: int = 2  # DiT
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int = 1500
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    ema_decay: float = 0.995
+    grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
+    checkpoint_every: int = 250  # 0 disables periodic checkpoints
+    eval_every: int = 250  # 0 evaluates only at the end
+    log_every: int = 10
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    num_samples: int = 500
+    sampler: str = "ddim"  # ddim | ddpm
+    sampling_steps: int = 50  # DDIM steps (DDPM always uses all timesteps)
+    eta: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "cpu"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def digest(self) -> str:
+        """Stable short hash of every field (used for run folders and caches)."""
+        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+CHOICES: dict[str, tuple[str, ...]] = {
+    "diffusion.schedule": ("linear", "cosine"),
+    "diffusion.prediction": ("eps", "x0", "v"),
+    "model.arch": ("unet", "dit", "mlp"),
+    "eval.sampler": ("ddim", "ddpm"),
+}
+TOY_NAMES = ("8gaussians", "moons", "swissroll", "checkerboard")
+
+PROFILES: dict[str, dict[str, Any]] = {
+    # Seconds: proves every code path; what CI runs for every notebook.
+    "smoke": {
+        "model.base_channels": 16,
+        "model.hidden_size": 64,
+        "model.depth": 2,
+        "train.steps": 30,
+        "train.batch_size": 64,
+        "train.checkpoint_every": 15,
+        "train.eval_every": 15,
+        "eval.num_samples": 200,
+        "eval.sampling_steps": 10,
+    },
+    # Minutes on a 2-core laptop: the default a reader gets.
+    "cpu": {},
+    # GPU, paper-like: an image folder, ADM-sized U-Net, long runs.
+    "paper": {
+        "data.name": "folder",
+        "data.image_size": 64,
+        "data.channels": 3,
+        "model.base_channels": 128,
+        "model.channel_mults": (1, 2, 3, 4),
+        "model.num_res_blocks": 2,
+        "model.attention_levels": (2, 3),
+        "model.dropout": 0.1,
+        "model.hidden_size": 768,
+        "model.depth": 12,
+        "model.num_heads": 12,
+        "model.patch_size": 4,
+        "train.steps": 400_000,
+        "train.batch_size": 64,
+        "train.lr": 1e-4,
+        "train.ema_decay": 0.9999,
+        "train.checkpoint_every": 5_000,
+        "train.eval_every": 50_000,
+        "train.log_every": 100,
+        "eval.num_samples": 10_000,
+        "eval.sampling_steps": 100,
+    },
+}
+
+
+class ConfigError(ValueError):
+    """An unknown profile, key or choice, or a value of the wrong type."""
+
+
+def valid_keys() -> list[str]:
+    """Every key an override may use."""
+    keys = ["seed"]
+    for section in dataclasses.fields(Config):
+        if dataclasses.is_dataclass(section.default_factory):  # type: ignore[arg-type]
+            sub = section.default_factory  # type: ignore[assignment]
+            keys += [f"{section.name}.{f.name}" for f in dataclasses.fields(sub)]
+    return keys
+
+
+def load(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, **kwargs: Any) -> Config:
+    """Expand a profile into a Config, then apply overrides (dotted keys or section dicts)."""
+    if profile not in PROFILES:
+        raise ConfigError(f"unknown profile {profile!r}; valid profiles: {sorted(PROFILES)}")
+    merged: dict[str, Any] = dict(PROFILES[profile])
+    for key, value in {**(overrides or {}), **kwargs}.items():
+        if isinstance(value, Mapping):
+            merged.update({f"{key}.{k}": v for k, v in value.items()})
+        else:
+            merged[key] = value
+    return apply(Config(profile=profile), merged)
+
+
+def apply(config: Config, overrides: Mapping[str, Any]) -> Config:
+    """Return a copy of `config` with dotted-key overrides applied and checked."""
+    keys = valid_keys()
+    sections: dict[str, dict[str, Any]] = {}
+    top: dict[str, Any] = {}
+    for key, value in overrides.items():
+        if key not in keys:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(keys)}")
+        if "." in key:
+            section, name = key.split(".", 1)
+            owner = getattr(config, section)
+            sections.setdefault(section, {})[name] = _coerce(key, type(owner), name, value)
+        else:
+            top[key] = _coerce(key, Config, key, value)
+    for section, values in sections.items():
+        top[section] = dataclasses.replace(getattr(config, section), **values)
+    result = dataclasses.replace(config, **top)
+    validate(result)
+    return result
+
+
+def validate(config: Config) -> None:
+    """Check choices and ranges that types alone cannot express."""
+    for key, allowed in CHOICES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(config, section), name)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
+    name = config.data.name
+    if name not in ("digits", "folder") and name.removeprefix("toy:") not in TOY_NAMES:
+        allowed = ["digits", "folder"] + [f"toy:{t}" for t in TOY_NAMES]
+        raise ConfigError(f"data.name={name!r} is not allowed; choose one of {allowed}")
+    positive = ("train.steps", "train.batch_size", "diffusion.num_timesteps", "eval.num_samples")
+    for key in positive:
+        section, field_name = key.split(".")
+        if getattr(getattr(config, section), field_name) <= 0:
+            raise ConfigError(f"{key} must be positive")
+    if not 0.0 <= config.train.ema_decay < 1.0:
+        raise ConfigError("train.ema_decay must be in [0, 1)")
+
+
+def _coerce(key: str, owner: type, name: str, value: Any) -> Any:
+    """Check `value` against the annotated type of owner.name; convert where lossless."""
+    expected = typing.get_type_hints(owner)[name]
+    origin = typing.get_origin(expected)
+    if origin is tuple:
+        (item_type, _) = typing.get_args(expected)
+        if not isinstance(value, (list, tuple)) or not all(_is(v, item_type) for v in value):
+            raise ConfigError(f"{key} expects a tuple of {item_type.__name__}, got {value!r}")
+        return tuple(item_type(v) for v in value)
+    if not _is(value, expected):
+        raise ConfigError(f"{key} expects {expected.__name__}, got {type(value).__name__} {value!r}")
+    return expected(value)
+
+
+def _is(value: Any, expected: type) -> bool:
+    if isinstance(value, bool):
+        return expected is bool
+    if expected is float:
+        return isinstance(value, (int, float))
+    return isinstance(value, expected)

@@ -1,0 +1,98 @@
+"""Cached training runs and sample generation: what notebooks call.
+
+    run = train_run(config, "quickstart")      # trains once, then loads from the cache
+    samples = generate(run.ema_model(), config, 100)
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
+from mtl_diffusion.cache import cache_key, load_or_compute
+from mtl_diffusion.config import Config
+from mtl_diffusion.diffusion import ddim_sample, ddpm_sample
+from mtl_diffusion.paths import artifacts_dir
+from mtl_diffusion.repro import environment
+from mtl_diffusion.train import Evaluator, History, Trainer
+
+EVAL_NOISE_SEED = 2024  # every model is evaluated from the same initial noise (common random numbers)
+
+
+@dataclass
+class RunResult:
+    """What a finished run leaves: its config, loss/eval history and final weights."""
+
+    config: Config
+    history: History
+    ema_state: dict[str, torch.Tensor]
+    model_state: dict[str, torch.Tensor]
+    environment: dict[str, str] = field(default_factory=dict)
+
+    def ema_model(self) -> nn.Module:
+        """The EMA denoiser, rebuilt from the config, in eval mode."""
+        model = model_from_config(self.config)
+        model.load_state_dict(self.ema_state)
+        return model.eval()
+
+
+def initial_noise(config: Config, n: int, seed: int = EVAL_NOISE_SEED) -> torch.Tensor:
+    """x_T for `n` samples, the same for every model with the same data shape and seed."""
+    return torch.randn(sample_shape(config, n), generator=torch.Generator().manual_seed(seed))
+
+
+def generate(
+    model: nn.Module, config: Config, n: int, *, seed: int = EVAL_NOISE_SEED, progress_bar: bool = False
+) -> torch.Tensor:
+    """Draw `n` samples with the configured sampler, from fixed initial noise."""
+    schedule = schedule_from_config(config)
+    noise = initial_noise(config, n, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    was_training = model.training
+    model.eval()
+    kwargs: dict[str, Any] = dict(
+        prediction=config.diffusion.prediction, generator=generator, progress_bar=progress_bar
+    )
+    if config.eval.sampler == "ddim":
+        samples = ddim_sample(
+            model, schedule, noise, steps=config.eval.sampling_steps, eta=config.eval.eta, **kwargs
+        )
+    else:
+        samples = ddpm_sample(model, schedule, noise, **kwargs)
+    model.train(was_training)
+    return samples
+
+
+def sample_evaluator(config: Config) -> Evaluator | None:
+    """Evaluator for training: sample, then compare with held-out data (digits only)."""
+    if config.data.name != "digits":
+        return None
+    from mtl_diffusion.metrics import evaluate_samples
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        return evaluate_samples(generate(model, config, config.eval.num_samples))
+
+    return evaluate
+
+
+def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
+    """Train `config` once (resuming an interrupted run) and cache the result under `name`."""
+    run_dir = artifacts_dir(config.profile) / "runs" / f"{name}-{cache_key(config, name)}"
+
+    def compute() -> RunResult:
+        trainer = Trainer(
+            config, run_dir=run_dir, evaluate=sample_evaluator(config) if evaluate else None
+        )
+        history = trainer.fit()
+        return RunResult(
+            config, history, trainer.ema.state_dict(), trainer.model.state_dict(), environment()
+        )
+
+    result = load_or_compute(config, compute, name=name, extra={"evaluate": evaluate})
+    shutil.rmtree(run_dir, ignore_errors=True)  # the cached result supersedes the checkpoint
+    return result

@@ -1,0 +1,71 @@
+"""Profiles expand into frozen configs; overrides are type-checked; bad keys name the valid ones."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mtl_diffusion import config
+from mtl_diffusion.config import ConfigError, load
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+def test_profiles_load_and_are_frozen(profile: str) -> None:
+    cfg = load(profile)
+    assert cfg.profile == profile
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.steps = 1  # type: ignore[misc]
+
+
+def test_profiles_differ_where_they_should() -> None:
+    smoke, cpu = load("smoke"), load("cpu")
+    assert smoke.train.steps < cpu.train.steps
+    assert smoke.model.base_channels < cpu.model.base_channels
+
+
+def test_dotted_dict_and_keyword_overrides() -> None:
+    cfg = load("cpu", {"train.steps": 7}, seed=3, model={"arch": "dit", "channel_mults": [1, 2, 2]})
+    assert (cfg.train.steps, cfg.seed, cfg.model.arch) == (7, 3, "dit")
+    assert cfg.model.channel_mults == (1, 2, 2)
+    assert load("cpu", {"train.lr": 1}).train.lr == 1.0  # int is a lossless float
+    assert isinstance(load("cpu", {"train.lr": 1}).train.lr, float)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"train.steps": "100"}, "train.steps expects int"),
+        ({"train.steps": 1.5}, "train.steps expects int"),
+        ({"train.steps": True}, "train.steps expects int"),
+        ({"model.channel_mults": (1, "2")}, "tuple of int"),
+        ({"train.stepz": 3}, "valid keys"),
+        ({"diffusion.schedule": "quadratic"}, "['linear', 'cosine']"),
+        ({"model.arch": "vit"}, "['unet', 'dit', 'mlp']"),
+        ({"data.name": "cifar"}, "toy:8gaussians"),
+        ({"train.steps": 0}, "train.steps must be positive"),
+        ({"train.ema_decay": 1.0}, "train.ema_decay"),
+    ],
+)
+def test_bad_overrides_raise_with_help(overrides: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=None) as info:
+        load("cpu", overrides)
+    assert fragment in str(info.value)
+
+
+def test_unknown_profile_lists_profiles() -> None:
+    with pytest.raises(ConfigError) as info:
+        load("gpu")
+    for name in ("smoke", "cpu", "paper"):
+        assert name in str(info.value)
+
+
+def test_every_profile_key_is_valid() -> None:
+    keys = set(config.valid_keys())
+    for profile, overrides in config.PROFILES.items():
+        assert set(overrides) <= keys, profile
+
+
+def test_digest_is_stable_and_sensitive() -> None:
+    assert load("cpu").digest() == load("cpu").digest()
+    assert load("cpu").digest() != load("cpu", seed=1).digest()
