@@ -1,0 +1,35 @@
+"""Multi-task learning methods: cluster losses (and per-cluster gradient Gramians) -> weights."""
+
+from __future__ import annotations
+
+from mtl_diffusion.mtl.cagrad import cagrad_weights
+from mtl_diffusion.mtl.dwa import DWA, EqualWeighting
+from mtl_diffusion.mtl.famo import FAMO
+from mtl_diffusion.mtl.imtlg import imtlg_weights
+from mtl_diffusion.mtl.mgda import mgda_weights
+from mtl_diffusion.mtl.nash import NashMTL, NashSolveError, nash_weights
+from mtl_diffusion.mtl.pcgrad import pcgrad_weights
+from mtl_diffusion.mtl.registry import KINDS, METHODS, MethodSpec, get_method
+from mtl_diffusion.mtl.simplex import SimplexSolveError, minimize_on_simplex, project_simplex
+from mtl_diffusion.mtl.uncertainty import UncertaintyWeighting
+
+__all__ = [
+    "DWA",
+    "FAMO",
+    "KINDS",
+    "METHODS",
+    "EqualWeighting",
+    "MethodSpec",
+    "NashMTL",
+    "NashSolveError",
+    "SimplexSolveError",
+    "UncertaintyWeighting",
+    "cagrad_weights",
+    "get_method",
+    "imtlg_weights",
+    "mgda_weights",
+    "minimize_on_simplex",
+    "nash_weights",
+    "pcgrad_weights",
+    "project_simplex",
+]
