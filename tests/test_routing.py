@@ -1,0 +1,193 @@
+"""DTR / random channel masks, the per-sample router, and routing inside the models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mtl_diffusion.models import DiT, UNet
+from mtl_diffusion.models.dit import DiTBlock
+from mtl_diffusion.routing import ChannelRouter, RoutingSpec, dtr_mask, make_router, random_mask
+
+T = 1000
+
+
+def brute_dtr(num_tasks: int, channels: int, beta: float, alpha: float) -> torch.Tensor:
+    """Transcription of the DTR formula, one channel at a time."""
+    active = int(beta * channels)
+    rows = []
+    for t in range(num_tasks):
+        start = round((t / (num_tasks - 1)) ** alpha * (channels - active))
+        rows.append([start <= c < start + active for c in range(channels)])
+    return torch.tensor(rows)
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Overwrite every parameter (zero-initialised ones included) with small random values."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+    return model
+
+
+CASES = [
+    (2, 10, 0.8, 4.0),
+    (3, 7, 0.8, 4.0),  # int(5.6) = 5
+    (5, 33, 0.5, 1.0),  # int(16.5) = 16
+    (10, 13, 0.3, 2.0),  # int(3.9) = 3
+    (1000, 128, 0.8, 4.0),  # int(102.4) = 102
+    (1000, 96, 0.8, 4.0),  # int(76.8) = 76
+    (50, 64, 0.9, 0.5),
+    (7, 5, 1.0, 4.0),
+]
+
+
+@pytest.mark.parametrize("num_tasks, channels, beta, alpha", CASES)
+def test_dtr_mask_matches_formula(num_tasks, channels, beta, alpha):
+    mask = dtr_mask(num_tasks, channels, beta, alpha)
+    assert mask.dtype == torch.bool and mask.shape == (num_tasks, channels)
+    assert torch.equal(mask, brute_dtr(num_tasks, channels, beta, alpha))
+    assert (mask.sum(1) == int(beta * channels)).all()
+
+
+def test_dtr_window_moves_monotonically_and_spans_channels():
+    mask = dtr_mask(T, 128, 0.8, 4.0)
+    active = int(0.8 * 128)
+    start = mask.float().argmax(1)  # first active channel
+    assert (start[1:] >= start[:-1]).all()
+    assert start[0] == 0 and start[-1] == 128 - active
+    # alpha = 4 moves slowly at low t: halfway in t, the window has moved 1/16 of the way.
+    assert start[T // 2] == round((500 / 999) ** 4 * (128 - active))
+    # every row is one contiguous window
+    span = mask.float().flip(1).argmax(1)
+    assert ((128 - span) - start == active).all()
+
+
+def test_adjacent_rows_share_most_channels():
+    mask = dtr_mask(T, 128, 0.8, 4.0)
+    overlap = (mask[1:] & mask[:-1]).sum(1)
+    assert overlap.min() >= int(0.8 * 128) - 1
+    # while the first and last tasks share only 2 * 102 - 128 = 76 channels
+    assert (mask[0] & mask[-1]).sum() == 2 * 102 - 128
+
+
+def test_beta_one_is_all_ones():
+    assert dtr_mask(T, 48, beta=1.0).all()
+    assert random_mask(T, 48, beta=1.0).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        (dict(beta=0.0), "beta"),
+        (dict(beta=1.5), "beta"),
+        (dict(alpha=0.0), "alpha"),
+        (dict(num_tasks=1), "num_tasks"),
+        (dict(channels=2, beta=0.3), "beta"),  # int(0.6) = 0 active channels
+    ],
+)
+def test_dtr_mask_rejects_bad_input(kwargs, name):
+    args = dict(num_tasks=10, channels=16) | kwargs
+    with pytest.raises(ValueError, match=name):
+        dtr_mask(**args)
+
+
+def test_random_mask_seeded_with_fixed_row_sums():
+    a = random_mask(100, 40, beta=0.8, seed=3)
+    assert torch.equal(a, random_mask(100, 40, beta=0.8, seed=3))
+    assert not torch.equal(a, random_mask(100, 40, beta=0.8, seed=4))
+    assert (a.sum(1) == 32).all()
+    assert not torch.equal(a[0], a[1])  # not one shared subset
+    with pytest.raises(ValueError, match="beta"):
+        random_mask(10, 16, beta=0.0)
+
+
+def test_routing_spec_validation_and_off_switch():
+    with pytest.raises(ValueError, match="kind"):
+        RoutingSpec(kind="sliding")
+    with pytest.raises(ValueError, match="beta"):
+        RoutingSpec(beta=2.0)
+    with pytest.raises(ValueError, match="alpha"):
+        RoutingSpec(alpha=-1.0)
+    assert make_router(None, T, 16) is None
+    assert make_router(RoutingSpec(kind="none"), T, 16) is None
+    assert torch.equal(RoutingSpec(kind="random", seed=5).mask(T, 16), random_mask(T, 16, 0.8, 5))
+
+
+@pytest.mark.parametrize("kind", ["dtr", "random"])
+def test_router_gather_equals_python_loop(kind):
+    spec = RoutingSpec(kind=kind, beta=0.6, alpha=2.0, seed=1)
+    mask = spec.mask(T, 12).float()
+    t = torch.tensor([0, 999, 500, 3, 777])
+    maps = torch.randn(5, 12, 4, 3)
+    got = ChannelRouter(T, 12, spec)(maps, t)
+    want = torch.stack([maps[i] * mask[t[i]][:, None, None] for i in range(5)])
+    assert torch.equal(got, want)
+    tokens = torch.randn(5, 9, 12)
+    got = ChannelRouter(T, 12, spec, channel_dim=-1)(tokens, t)
+    want = torch.stack([tokens[i] * mask[t[i]][None, :] for i in range(5)])
+    assert torch.equal(got, want)
+    with pytest.raises(ValueError, match="channel_dim"):
+        ChannelRouter(T, 12, spec, channel_dim=2)
+
+
+def test_router_keeps_dtype():
+    router = ChannelRouter(T, 8, RoutingSpec())
+    h = torch.randn(2, 8, 2, 2, dtype=torch.float64)
+    assert router(h, torch.tensor([0, 999])).dtype == torch.float64
+
+
+MODELS = {
+    "unet": lambda routing: UNet(
+        base_channels=16, attention_levels=(0, 1), num_heads=2, routing=routing
+    ),
+    "dit": lambda routing: DiT(hidden_size=32, depth=2, num_heads=2, routing=routing),
+}
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_routing_adds_no_parameters(arch):
+    plain = MODELS[arch](None)
+    routed = MODELS[arch](RoutingSpec())
+    assert [n for n, _ in plain.named_parameters()] == [n for n, _ in routed.named_parameters()]
+    assert sum(p.numel() for p in plain.parameters()) == sum(p.numel() for p in routed.parameters())
+    assert plain.state_dict().keys() == routed.state_dict().keys()  # masks are not saved
+    assert any(isinstance(m, ChannelRouter) for m in routed.modules())
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_beta_one_equals_unrouted_model(arch):
+    plain = randomize(MODELS[arch](None))
+    full = MODELS[arch](RoutingSpec(beta=1.0))
+    full.load_state_dict(plain.state_dict())
+    dtr = MODELS[arch](RoutingSpec(beta=0.8))
+    dtr.load_state_dict(plain.state_dict())
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([0, 10, 500, 999])
+    with torch.no_grad():
+        ref = plain(x, t)
+        assert torch.equal(full(x, t), ref)
+        assert not torch.allclose(dtr(x, t), ref, atol=1e-3)  # routing really acts
+
+
+def test_unet_masked_channels_get_no_gradient_into_zero_init_conv():
+    spec = RoutingSpec(beta=0.5)
+    model = randomize(UNet(base_channels=16, routing=spec))
+    t = torch.full((3,), 999)
+    model(torch.randn(3, 1, 8, 8), t).pow(2).sum().backward()
+    block = model.down[0][0]
+    inactive = ~spec.mask(T, 16)[999]
+    assert block.conv2.weight.grad[:, inactive].abs().max() == 0
+    assert block.conv2.weight.grad[:, ~inactive].abs().max() > 0
+    assert model.out_conv.weight.grad[:, inactive].abs().max() == 0  # output conv, also 16 wide
+
+
+def test_dit_block_is_residual_plus_function_of_masked_input():
+    """x_out = x + f(m_t * x): inactive input channels pass through the residual untouched."""
+    block = randomize(DiTBlock(16, 2, 2.0, RoutingSpec(beta=0.5), T))
+    x, c, t = torch.randn(2, 5, 16), torch.randn(2, 16), torch.tensor([0, 999])
+    inactive = ~block.router.mask[t]  # (2, 16)
+    delta = torch.randn(2, 5, 16) * inactive[:, None, :]
+    with torch.no_grad():
+        diff = block(x + delta, c, t) - block(x, c, t)
+    torch.testing.assert_close(diff, delta, rtol=0, atol=1e-6)
