@@ -16,7 +16,7 @@ from torch import nn
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
 from mtl_diffusion.cache import cache_key, load_or_compute
 from mtl_diffusion.config import Config
-from mtl_diffusion.diffusion import ddim_sample, ddpm_sample
+from mtl_diffusion.sampling import ddim_sample, ddpm_sample
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.repro import environment
 from mtl_diffusion.train import Evaluator, History, Trainer
