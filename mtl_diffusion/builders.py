@@ -9,6 +9,8 @@ from mtl_diffusion.config import Config
 from mtl_diffusion.data import load_dataset
 from mtl_diffusion.diffusion import Schedule, make_schedule
 from mtl_diffusion.models import build_model
+from mtl_diffusion.routing import RoutingSpec
+from mtl_diffusion.timesteps import UniformTimesteps
 
 
 def schedule_from_config(config: Config) -> Schedule:
@@ -18,6 +20,7 @@ def schedule_from_config(config: Config) -> Schedule:
 def model_from_config(config: Config) -> nn.Module:
     """The denoiser named by config.model.arch, sized by the profile."""
     m, steps = config.model, config.diffusion.num_timesteps
+    routing = RoutingSpec(m.routing, m.routing_beta, m.routing_alpha, m.routing_seed)
     if m.arch == "unet":
         return build_model(
             "unet",
@@ -29,6 +32,7 @@ def model_from_config(config: Config) -> nn.Module:
             num_heads=m.num_heads,
             dropout=m.dropout,
             num_timesteps=steps,
+            routing=routing,
         )
     if m.arch == "dit":
         return build_model(
@@ -40,8 +44,24 @@ def model_from_config(config: Config) -> nn.Module:
             depth=m.depth,
             num_heads=m.num_heads,
             num_timesteps=steps,
+            routing=routing,
         )
     return build_model("mlp", dim=2, hidden=m.hidden_size, depth=m.depth, num_timesteps=steps)
+
+
+def timesteps_from_config(config: Config):
+    """The timestep sampler named by config.timesteps.sampler."""
+    T, ts = config.diffusion.num_timesteps, config.timesteps
+    end = T - 1 if ts.t_end == -1 else ts.t_end
+    if ts.sampler == "uniform":
+        return UniformTimesteps(T, ts.t_start, end)
+    if ts.sampler == "stratified":
+        from mtl_diffusion.timesteps import StratifiedTimesteps  # issue 4
+
+        return StratifiedTimesteps.from_config(config)
+    from mtl_diffusion.curriculum import CurriculumTimesteps  # issue 7
+
+    return CurriculumTimesteps.from_config(config)
 
 
 def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:

@@ -31,6 +31,10 @@ class DiffusionConfig:
     schedule: str = "linear"  # linear | cosine
     num_timesteps: int = 1000
     prediction: str = "eps"  # eps | x0 | v
+    loss_weight: str = "constant"  # constant | min_snr | p2 (per-timestep multiplier of the MSE)
+    min_snr_gamma: float = 5.0
+    p2_gamma: float = 1.0
+    p2_k: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,10 @@ class ModelConfig:
     depth: int = 4  # DiT blocks / MLP layers
     num_heads: int = 4
     patch_size: int = 2  # DiT
+    routing: str = "none"  # none | dtr | random (Denoising Task Routing masks)
+    routing_beta: float = 0.8  # fraction of channels active per task (1 disables routing)
+    routing_alpha: float = 4.0  # DTR window speed: > 1 moves slowly at low t, fast at high t
+    routing_seed: int = 0  # random routing only
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,30 @@ class TrainConfig:
     checkpoint_every: int = 250  # 0 disables periodic checkpoints
     eval_every: int = 250  # 0 evaluates only at the end
     log_every: int = 10
+
+
+@dataclass(frozen=True)
+class TimestepConfig:
+    sampler: str = "uniform"  # uniform | stratified | curriculum
+    t_start: int = 0  # train only on timesteps t_start..t_end (interval specialists)
+    t_end: int = -1  # inclusive; -1 means T - 1
+
+
+@dataclass(frozen=True)
+class MTLConfig:
+    method: str = "vanilla"  # see mtl_diffusion.mtl.METHODS
+    clustering: str = "timestep"  # timestep | snr | affinity
+    num_clusters: int = 5
+    gradient_path: str = "fast"  # fast (one backward's cost) | reference (k full backwards)
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    num_clusters: int = 10
+    order: str = "easy_first"  # easy_first (high noise first) | hard_first (anti-curriculum)
+    pacing: str = "patience"  # patience | fixed
+    patience: int = 200  # steps without improvement of the smoothed loss before the next stage
+    stage_steps: int = 100  # fixed pacing: steps per stage
 
 
 @dataclass(frozen=True)
@@ -76,6 +108,9 @@ class Config:
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    timesteps: TimestepConfig = field(default_factory=TimestepConfig)
+    mtl: MTLConfig = field(default_factory=MTLConfig)
+    curriculum: CurriculumConfig = field(default_factory=CurriculumConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -90,7 +125,15 @@ class Config:
 CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.schedule": ("linear", "cosine"),
     "diffusion.prediction": ("eps", "x0", "v"),
+    "diffusion.loss_weight": ("constant", "min_snr", "p2"),
     "model.arch": ("unet", "dit", "mlp"),
+    "model.routing": ("none", "dtr", "random"),
+    "timesteps.sampler": ("uniform", "stratified", "curriculum"),
+    "mtl.method": ("vanilla", "uw", "pcgrad", "nash", "mgda", "imtlg", "cagrad", "famo", "dwa"),
+    "mtl.clustering": ("timestep", "snr", "affinity"),
+    "mtl.gradient_path": ("fast", "reference"),
+    "curriculum.order": ("easy_first", "hard_first"),
+    "curriculum.pacing": ("patience", "fixed"),
     "eval.sampler": ("ddim", "ddpm"),
 }
 TOY_NAMES = ("8gaussians", "moons", "swissroll", "checkerboard")
@@ -203,6 +246,14 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} must be positive")
     if not 0.0 <= config.train.ema_decay < 1.0:
         raise ConfigError("train.ema_decay must be in [0, 1)")
+    T = config.diffusion.num_timesteps
+    start, end = config.timesteps.t_start, config.timesteps.t_end
+    end = T - 1 if end == -1 else end
+    if not 0 <= start <= end < T:
+        raise ConfigError(
+            f"timesteps.t_start={start}, timesteps.t_end={config.timesteps.t_end} must satisfy "
+            f"0 <= t_start <= t_end <= {T - 1} (t_end=-1 means {T - 1})"
+        )
 
 
 def _coerce(key: str, owner: type, name: str, value: Any) -> Any:

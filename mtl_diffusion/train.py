@@ -11,14 +11,18 @@ from typing import Any
 import torch
 from torch import nn
 
-from mtl_diffusion.builders import dataset_from_config, model_from_config, schedule_from_config
+from mtl_diffusion.builders import (
+    dataset_from_config,
+    model_from_config,
+    schedule_from_config,
+    timesteps_from_config,
+)
 from mtl_diffusion.cache import atomic_save
 from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import per_sample_loss
 from mtl_diffusion.ema import make_ema, update_ema
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import seed_everything
-from mtl_diffusion.timesteps import UniformTimesteps
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 CHECKPOINT = "checkpoint.pt"
@@ -65,7 +69,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
-        self.timesteps = timesteps or UniformTimesteps(config.diffusion.num_timesteps)
+        self.timesteps = timesteps_from_config(config) if timesteps is None else timesteps
         self.evaluate = evaluate
         self.run_dir = run_dir
         self.step = 0
@@ -117,6 +121,8 @@ class Trainer:
             self.history.seconds += time.perf_counter() - start
             self.history.steps.append(self.step)
             self.history.losses.append(loss)
+            if hasattr(self.timesteps, "observe"):
+                self.timesteps.observe(self.step, loss)
             if self.step % max(train.log_every, 1) == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")  # type: ignore[attr-defined]
             if self.evaluate is not None and _due(self.step, train.eval_every, total):

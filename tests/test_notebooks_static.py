@@ -1,0 +1,53 @@
+"""Every notebook source: one literal `parameters` cell papermill can read, and no downloads."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+import jupytext
+import papermill
+import pytest
+
+from mtl_diffusion.paths import NOTEBOOKS
+from mtl_diffusion.run_notebooks import sources, to_ipynb
+
+NOTEBOOK_SOURCES = sources([])
+FORBIDDEN = re.compile(r"(urlopen|requests\.get|wget |curl |from_pretrained|load_state_dict_from_url|!pip|%pip)")
+
+
+def test_there_are_notebooks() -> None:
+    assert NOTEBOOK_SOURCES, f"no numbered notebooks in {NOTEBOOKS}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_one_literal_parameters_cell(path: Path) -> None:
+    code_cells = [c for c in jupytext.read(path).cells if c.cell_type == "code"]
+    cells = [c for c in code_cells if "parameters" in c.metadata.get("tags", [])]
+    assert len(cells) == 1, f"{path.name}: {len(cells)} cells tagged parameters"
+    assert code_cells[0] is cells[0], "the parameters cell must be the first code cell"
+    names = []
+    for statement in ast.parse(cells[0].source).body:
+        assert isinstance(statement, ast.AnnAssign), f"{path.name}: `name: type = value` only"
+        assert statement.value is not None
+        ast.literal_eval(statement.value)  # raises if not a literal
+        names.append(statement.target.id)  # type: ignore[attr-defined]
+    assert {"profile", "seed"} <= set(names)
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_papermill_sees_the_parameters(path: Path, tmp_path: Path) -> None:
+    inspected = papermill.inspect_notebook(str(to_ipynb(path, tmp_path / f"{path.stem}.ipynb")))
+    assert {"profile", "seed"} <= set(inspected)
+    assert inspected["profile"]["default"].strip("'\"") == "cpu"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_thin_and_offline(path: Path) -> None:
+    text = path.read_text()
+    assert not FORBIDDEN.search(text), f"{path.name} downloads or installs at run time"
+    tree = ast.parse("\n".join(l for l in text.splitlines() if not l.startswith(("%", "!"))))
+    defined = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
+    assert not defined, f"{path.name} defines classes: logic belongs in mtl_diffusion/"
+    assert "assert " in text, f"{path.name} asserts nothing"
