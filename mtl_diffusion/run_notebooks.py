@@ -1,6 +1,6 @@
 """Run (or only prepare) every notebook under one profile with papermill.
 
-    python -m mtl_diffusion.run_notebooks --profile cpu              # make figures
+    python -m mtl_diffusion.run_notebooks --profile cpu --jobs 2     # make figures
     python -m mtl_diffusion.run_notebooks --profile smoke --prepare-only   # for nbval
     python -m mtl_diffusion.run_notebooks --profile cpu 00 -p seed 3
 
@@ -15,6 +15,7 @@ import ast
 import json
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from mtl_diffusion.config import PROFILES
@@ -42,30 +43,39 @@ def to_ipynb(source: Path, target: Path) -> Path:
     return target
 
 
-def run(profile: str, selected: list[str], params: dict[str, object], prepare_only: bool) -> None:
+def run_one(source: Path, profile: str, params: dict[str, object], prepare_only: bool) -> float:
+    """Convert, parameterise and (unless prepare_only) execute one notebook; return seconds."""
     import papermill
 
     out_dir = BUILD / "notebooks" / profile
-    runtimes_path = out_dir / "runtimes.json"
-    runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
-    os.environ.setdefault("MTL_DIFFUSION_QUIET", "1")  # papermill shows progress per cell
-    for source in sources(selected):
-        raw = to_ipynb(source, out_dir / "src" / f"{source.stem}.ipynb")
-        output = out_dir / f"{source.stem}.ipynb"
-        start = time.perf_counter()
-        papermill.execute_notebook(
-            str(raw),
-            str(output),
-            parameters={"profile": profile, **params},
-            prepare_only=prepare_only,
-            kernel_name="python3",
-            cwd=str(NOTEBOOKS),
-            progress_bar=not prepare_only,
-        )
-        if not prepare_only:
-            runtimes[source.stem] = round(time.perf_counter() - start, 1)
-            print(f"{source.stem}: {runtimes[source.stem]:.0f} s ({profile})", flush=True)
+    raw = to_ipynb(source, out_dir / "src" / f"{source.stem}.ipynb")
+    start = time.perf_counter()
+    papermill.execute_notebook(
+        str(raw),
+        str(out_dir / f"{source.stem}.ipynb"),
+        parameters={"profile": profile, **params},
+        prepare_only=prepare_only,
+        kernel_name="python3",
+        cwd=str(NOTEBOOKS),
+        progress_bar=False,
+    )
+    seconds = round(time.perf_counter() - start, 1)
     if not prepare_only:
+        print(f"{source.stem}: {seconds:.0f} s ({profile})", flush=True)
+    return seconds
+
+
+def run(profile: str, selected: list[str], params: dict[str, object], prepare_only: bool, jobs: int = 1) -> None:
+    """Run the selected notebooks, `jobs` at a time, and record their wall times."""
+    os.environ.setdefault("MTL_DIFFUSION_QUIET", "1")  # no tqdm bars inside executed notebooks
+    notebooks = sources(selected)
+    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+        futures = {nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks}
+        seconds = {name: future.result() for name, future in futures.items()}
+    if not prepare_only:
+        runtimes_path = BUILD / "notebooks" / profile / "runtimes.json"
+        runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
+        runtimes.update(seconds)
         runtimes_path.write_text(json.dumps(runtimes, indent=2, sort_keys=True) + "\n")
 
 
@@ -82,10 +92,11 @@ def main() -> None:
     parser.add_argument("notebooks", nargs="*", help="name prefixes or substrings (default: all)")
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     parser.add_argument("--prepare-only", action="store_true", help="inject parameters, do not run")
+    parser.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
     args = parser.parse_args()
     params = {name: parse_value(value) for name, value in args.param}
-    run(args.profile, args.notebooks, params, args.prepare_only)
+    run(args.profile, args.notebooks, params, args.prepare_only, args.jobs)
 
 
 if __name__ == "__main__":

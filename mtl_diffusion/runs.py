@@ -2,11 +2,15 @@
 
     run = train_run(config, "quickstart")      # trains once, then loads from the cache
     samples = generate(run.ema_model(), config, 100)
+    runs = train_many([config_a, config_b], "compare")   # in parallel worker processes
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +22,7 @@ from mtl_diffusion.cache import cache_key, load_or_compute
 from mtl_diffusion.config import Config
 from mtl_diffusion.sampling import ddim_sample, ddpm_sample
 from mtl_diffusion.paths import artifacts_dir
+from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import environment
 from mtl_diffusion.train import Evaluator, History, Trainer
 
@@ -96,3 +101,32 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
     result = load_or_compute(config, compute, name=name, extra={"evaluate": evaluate})
     shutil.rmtree(run_dir, ignore_errors=True)  # the cached result supersedes the checkpoint
     return result
+
+
+def default_jobs() -> int:
+    """Worker processes for train_many: $MTL_DIFFUSION_JOBS, else the number of cores (max 4)."""
+    return int(os.environ.get("MTL_DIFFUSION_JOBS", min(4, os.cpu_count() or 1)))
+
+
+def train_many(
+    configs: list[Config], name: str, *, evaluate: bool = True, jobs: int | None = None
+) -> list[RunResult]:
+    """train_run for every config, `jobs` at a time in fresh processes of one thread each.
+
+    Results come back in the order of `configs`; cached runs load without starting a worker.
+    """
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs <= 1 or len(configs) <= 1:
+        return [train_run(c, name, evaluate=evaluate) for c in configs]
+    context = multiprocessing.get_context("spawn")  # safe inside Jupyter kernels
+    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+        futures = [pool.submit(train_run, c, name, evaluate=evaluate) for c in configs]
+        for future in progress(as_completed(futures), total=len(futures), desc=f"{name} runs"):
+            future.result()  # surface the first error at once
+        return [f.result() for f in futures]
+
+
+def _one_thread() -> None:
+    """Worker set-up: one BLAS/OpenMP thread and no per-run progress bars."""
+    torch.set_num_threads(1)
+    os.environ["MTL_DIFFUSION_QUIET"] = "1"
