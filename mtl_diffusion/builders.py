@@ -68,7 +68,9 @@ def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:
     """Training (or test) data as one tensor in [-1, 1]."""
     d = config.data
     if d.name == "folder":
-        return load_dataset("folder", split, path=d.path, image_size=d.image_size, channels=d.channels)
+        return load_dataset(
+            "folder", split, path=d.path, image_size=d.image_size, channels=d.channels
+        )
     return load_dataset(d.name, split)
 
 

@@ -67,7 +67,9 @@ def load_or_compute(config: Config, fn: Callable[[], T], *, name: str, extra: An
         try:
             return torch.load(path, weights_only=False)
         except Exception as error:  # any unpickling failure means the entry is unusable
-            warnings.warn(f"cache entry {path} is unreadable ({error!r}); recomputing", stacklevel=2)
+            warnings.warn(
+                f"cache entry {path} is unreadable ({error!r}); recomputing", stacklevel=2
+            )
     result = fn()
     atomic_save(result, path)
     return result

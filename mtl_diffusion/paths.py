@@ -20,7 +20,7 @@ def artifacts_dir(profile: str) -> Path:
 
 
 def figures_dir(profile: str) -> Path:
-    """Where figures go: figures/ (cpu), figures/paper/ (paper), build/figures/<profile> (others)."""
+    """Where figures go: figures/ (cpu), figures/paper/ (paper), build/figures/<profile> else."""
     path = {"cpu": FIGURES, "paper": FIGURES / "paper"}.get(profile, BUILD / "figures" / profile)
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -28,7 +28,9 @@ def sources(selected: list[str]) -> list[Path]:
     if selected:
         found = [p for p in found if any(s in p.stem for s in selected)]
         if not found:
-            raise SystemExit(f"no notebook matches {selected}; available: {[p.stem for p in sources([])]}")
+            raise SystemExit(
+                f"no notebook matches {selected}; available: {[p.stem for p in sources([])]}"
+            )
     return found
 
 
@@ -38,7 +40,11 @@ def to_ipynb(source: Path, target: Path) -> Path:
 
     target.parent.mkdir(parents=True, exist_ok=True)
     notebook = jupytext.read(source)
-    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["kernelspec"] = {
+        "name": "python3",
+        "display_name": "Python 3",
+        "language": "python",
+    }
     jupytext.write(notebook, target, fmt="ipynb")
     return target
 
@@ -65,12 +71,16 @@ def run_one(source: Path, profile: str, params: dict[str, object], prepare_only:
     return seconds
 
 
-def run(profile: str, selected: list[str], params: dict[str, object], prepare_only: bool, jobs: int = 1) -> None:
+def run(
+    profile: str, selected: list[str], params: dict[str, object], prepare_only: bool, jobs: int = 1
+) -> None:
     """Run the selected notebooks, `jobs` at a time, and record their wall times."""
     os.environ.setdefault("MTL_DIFFUSION_QUIET", "1")  # no tqdm bars inside executed notebooks
     notebooks = sources(selected)
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks}
+        futures = {
+            nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks
+        }
         seconds = {name: future.result() for name, future in futures.items()}
     if not prepare_only:
         runtimes_path = BUILD / "notebooks" / profile / "runtimes.json"
@@ -88,12 +98,16 @@ def parse_value(text: str) -> object:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
     parser.add_argument("notebooks", nargs="*", help="name prefixes or substrings (default: all)")
     parser.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     parser.add_argument("--prepare-only", action="store_true", help="inject parameters, do not run")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
-    parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"))
+    parser.add_argument(
+        "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
+    )
     args = parser.parse_args()
     params = {name: parse_value(value) for name, value in args.param}
     run(args.profile, args.notebooks, params, args.prepare_only, args.jobs)

@@ -1,8 +1,8 @@
 """Cached training runs and sample generation: what notebooks call.
 
-    run = train_run(config, "quickstart")      # trains once, then loads from the cache
-    samples = generate(run.ema_model(), config, 100)
-    runs = train_many([config_a, config_b], "compare")   # in parallel worker processes
+run = train_run(config, "quickstart")      # trains once, then loads from the cache
+samples = generate(run.ema_model(), config, 100)
+runs = train_many([config_a, config_b], "compare")   # in parallel worker processes
 """
 
 from __future__ import annotations
@@ -20,13 +20,15 @@ from torch import nn
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
 from mtl_diffusion.cache import cache_key, load_or_compute
 from mtl_diffusion.config import Config
-from mtl_diffusion.sampling import ddim_sample, ddpm_sample
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import environment
+from mtl_diffusion.sampling import ddim_sample, ddpm_sample
 from mtl_diffusion.train import Evaluator, History, Trainer
 
-EVAL_NOISE_SEED = 2024  # every model is evaluated from the same initial noise (common random numbers)
+EVAL_NOISE_SEED = (
+    2024  # every model is evaluated from the same initial noise (common random numbers)
+)
 
 
 @dataclass
@@ -52,7 +54,12 @@ def initial_noise(config: Config, n: int, seed: int = EVAL_NOISE_SEED) -> torch.
 
 
 def generate(
-    model: nn.Module, config: Config, n: int, *, seed: int = EVAL_NOISE_SEED, progress_bar: bool = False
+    model: nn.Module,
+    config: Config,
+    n: int,
+    *,
+    seed: int = EVAL_NOISE_SEED,
+    progress_bar: bool = False,
 ) -> torch.Tensor:
     """Draw `n` samples with the configured sampler, from fixed initial noise."""
     schedule = schedule_from_config(config)

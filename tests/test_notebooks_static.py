@@ -14,7 +14,9 @@ from mtl_diffusion.paths import NOTEBOOKS
 from mtl_diffusion.run_notebooks import sources, to_ipynb
 
 NOTEBOOK_SOURCES = sources([])
-FORBIDDEN = re.compile(r"(urlopen|requests\.get|wget |curl |from_pretrained|load_state_dict_from_url|!pip|%pip)")
+FORBIDDEN = re.compile(
+    r"(urlopen|requests\.get|wget |curl |from_pretrained|load_state_dict_from_url|!pip|%pip)"
+)
 
 
 def test_there_are_notebooks() -> None:
@@ -47,7 +49,8 @@ def test_papermill_sees_the_parameters(path: Path, tmp_path: Path) -> None:
 def test_thin_and_offline(path: Path) -> None:
     text = path.read_text()
     assert not FORBIDDEN.search(text), f"{path.name} downloads or installs at run time"
-    tree = ast.parse("\n".join(l for l in text.splitlines() if not l.startswith(("%", "!"))))
+    python = [line for line in text.splitlines() if not line.startswith(("%", "!"))]
+    tree = ast.parse("\n".join(python))
     defined = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
     assert not defined, f"{path.name} defines classes: logic belongs in mtl_diffusion/"
     assert "assert " in text, f"{path.name} asserts nothing"
