@@ -17,7 +17,7 @@ export MKL_NUM_THREADS := $(THREADS)
 export OPENBLAS_NUM_THREADS := $(THREADS)
 export MPLBACKEND := Agg
 
-.PHONY: setup test unit nbval figures notebooks bench clean distclean
+.PHONY: setup test unit nbval figures notebooks lab bench clean distclean
 
 setup: $(STAMP)
 
@@ -42,7 +42,10 @@ figures: $(STAMP)
 
 notebooks: $(STAMP)
 	$(VENV)/bin/jupytext --to ipynb notebooks/*.py
-	@echo "Open them with: $(VENV)/bin/jupyter lab notebooks/"
+	@echo "Open them with: make lab"
+
+lab: notebooks
+	$(VENV)/bin/jupyter lab notebooks/
 
 bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

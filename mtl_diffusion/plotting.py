@@ -25,13 +25,15 @@ def savefig(fig: plt.Figure, name: str, profile: str) -> Path:
     return path
 
 
-def image_grid(images: torch.Tensor, nrow: int = 10, pad: int = 1) -> np.ndarray:
+def image_grid(
+    images: torch.Tensor, nrow: int = 10, pad: int = 1, pad_value: float = 0.15
+) -> np.ndarray:
     """Tile (N, C, H, W) images in [-1, 1] into one (H', W') or (H', W', 3) array in [0, 1]."""
     images = images.detach().float().clamp(-1, 1).add(1).div(2).cpu()
     n, c, h, w = images.shape
     ncol = min(nrow, n)
     rows = -(-n // ncol)
-    grid = torch.ones(c, rows * (h + pad) + pad, ncol * (w + pad) + pad)
+    grid = torch.full((c, rows * (h + pad) + pad, ncol * (w + pad) + pad), pad_value)
     for i in range(n):
         r, col = divmod(i, ncol)
         top, left = pad + r * (h + pad), pad + col * (w + pad)
