@@ -80,7 +80,12 @@ class MTLConfig:
     method: str = "vanilla"  # see mtl_diffusion.mtl.METHODS
     clustering: str = "timestep"  # timestep | snr | affinity
     num_clusters: int = 5
-    gradient_path: str = "fast"  # fast (one backward's cost) | reference (k full backwards)
+    gradient_path: str = "fast"  # fast (per-layer capture) | vmap (torch.func) | reference
+    affinity_bins: int = 20  # affinity clustering: task affinity between this many timestep bins
+    uw_lr: float = 0.025  # uncertainty weighting: lr of its own parameter group (no weight decay)
+    nash_every: int = 25  # NashMTL: re-solve the weights every this many steps (ANT: 25)
+    nash_max_norm: float = 1.0  # NashMTL: clip its update at this norm as published; 0 disables
+    cagrad_c: float = 0.4  # CAGrad: radius of the conflict-averse ball
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,8 @@ class CurriculumConfig:
     pacing: str = "patience"  # patience | fixed
     patience: int = 200  # steps without improvement of the smoothed loss before the next stage
     stage_steps: int = 100  # fixed pacing: steps per stage
+    smoothing: float = 0.99  # patience pacing: EMA decay of the training loss (0 = raw loss)
+    clustering: str = "timestep"  # timestep (equal widths) | snr (log-SNR interval clustering)
 
 
 @dataclass(frozen=True)
@@ -131,9 +138,10 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "timesteps.sampler": ("uniform", "stratified", "curriculum"),
     "mtl.method": ("vanilla", "uw", "pcgrad", "nash", "mgda", "imtlg", "cagrad", "famo", "dwa"),
     "mtl.clustering": ("timestep", "snr", "affinity"),
-    "mtl.gradient_path": ("fast", "reference"),
+    "mtl.gradient_path": ("fast", "vmap", "reference"),
     "curriculum.order": ("easy_first", "hard_first"),
     "curriculum.pacing": ("patience", "fixed"),
+    "curriculum.clustering": ("timestep", "snr"),
     "eval.sampler": ("ddim", "ddpm"),
 }
 TOY_NAMES = ("8gaussians", "moons", "swissroll", "checkerboard")
@@ -266,7 +274,9 @@ def _coerce(key: str, owner: type, name: str, value: Any) -> Any:
             raise ConfigError(f"{key} expects a tuple of {item_type.__name__}, got {value!r}")
         return tuple(item_type(v) for v in value)
     if not _is(value, expected):
-        raise ConfigError(f"{key} expects {expected.__name__}, got {type(value).__name__} {value!r}")
+        raise ConfigError(
+            f"{key} expects {expected.__name__}, got {type(value).__name__} {value!r}"
+        )
     return expected(value)
 
 

@@ -1,4 +1,9 @@
-"""The one training loop every notebook uses: AdamW, EMA, clipping, checkpoints, exact resume."""
+"""The one training loop every notebook uses: AdamW, EMA, clipping, checkpoints, exact resume.
+
+Each step: a batch (x0, t, noise) -> x_t, target and the per-timestep loss weight of t
+(diffusion.loss_weight) -> the MTL engine sets the gradients (mtl.method over the sampler's
+clusters; vanilla over one cluster when the sampler has none) -> clip -> AdamW -> EMA.
+"""
 
 from __future__ import annotations
 
@@ -19,27 +24,33 @@ from mtl_diffusion.builders import (
 )
 from mtl_diffusion.cache import atomic_save
 from mtl_diffusion.config import Config
-from mtl_diffusion.diffusion import per_sample_loss
+from mtl_diffusion.diffusion import Schedule
 from mtl_diffusion.ema import make_ema, update_ema
+from mtl_diffusion.mtl.cluster_gradients import DenoisingBatch
+from mtl_diffusion.mtl.engine import MTLEngine, NonFiniteLossError, StepStats
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import seed_everything
+from mtl_diffusion.weighting import loss_weight
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
 CHECKPOINT = "checkpoint.pt"
 
 
-class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN or infinite loss; the last good checkpoint is kept."""
-
-
 @dataclass
 class History:
-    """Per-step training loss and periodic evaluation results."""
+    """Per-step training loss and periodic evaluation results.
+
+    `losses` is the batch mean of the weighted per-sample loss (for every MTL method);
+    `cluster_losses[s][i]` is L_i at step s (their sum is the loss) and `method_weights[s][i]`
+    the multiplier w_i of grad L_i in that step's update (see mtl_diffusion.mtl.engine).
+    """
 
     steps: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     evals: list[dict[str, float]] = field(default_factory=list)  # each has a "step" key
     seconds: float = 0.0  # training time, evaluation excluded
+    cluster_losses: list[list[float]] = field(default_factory=list)
+    method_weights: list[list[float]] = field(default_factory=list)
 
     def eval_series(self, metric: str) -> tuple[list[int], list[float]]:
         """(steps, values) of one evaluation metric."""
@@ -66,14 +77,18 @@ class Trainer:
         self.data = dataset_from_config(config) if data is None else data
         self.model = model_from_config(config) if model is None else model
         self.ema = make_ema(self.model)
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
-        )
         self.timesteps = timesteps_from_config(config) if timesteps is None else timesteps
+        self.loss_weights = timestep_loss_weights(config, self.schedule)
+        self.engine = MTLEngine.from_config(config, self.model, self._num_clusters())
+        groups = [{"params": list(self.model.parameters())}, *self.engine.param_groups()]
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=config.train.lr, weight_decay=config.train.weight_decay
+        )
         self.evaluate = evaluate
         self.run_dir = run_dir
         self.step = 0
         self.history = History()
+        self.last_stats: StepStats | None = None
         if run_dir is not None and (run_dir / CHECKPOINT).exists():
             self.load_checkpoint(run_dir / CHECKPOINT)
 
@@ -87,26 +102,56 @@ class Trainer:
         noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype)
         return x0, t, noise
 
-    def train_step(self) -> float:
-        """One AdamW step on the mean per-sample loss; returns the loss."""
-        self.model.train()
-        x0, t, noise = self.sample_batch()
-        losses = per_sample_loss(
-            self.model, self.schedule, x0, t, noise, prediction=self.config.diffusion.prediction
+    def denoising_batch(
+        self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+    ) -> DenoisingBatch:
+        """Model input, regression target, loss weight and cluster chunk sizes of a batch."""
+        prediction = self.config.diffusion.prediction
+        return DenoisingBatch(
+            x_t=self.schedule.q_sample(x0, t, noise),
+            t=t,
+            target=self.schedule.target(x0, noise, t, prediction),
+            weight=self.loss_weights[t].to(x0.dtype),
+            num_clusters=self.engine.k,
         )
-        loss = losses.mean()
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss is {loss.item()} at step {self.step + 1}; training stopped. "
-                f"Last good checkpoint: {self.checkpoint_note()}"
-            )
+
+    def train_step(self) -> float:
+        """One AdamW step of the configured MTL method; returns the batch-mean loss."""
+        self.model.train()
+        batch = self.denoising_batch(*self.sample_batch())
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        try:
+            stats = self.engine.backward(batch)
+        except NonFiniteLossError as err:
+            raise NonFiniteLossError(
+                f"{err} at step {self.step + 1}; training stopped. "
+                f"Last good checkpoint: {self.checkpoint_note()}"
+            ) from None
         if self.config.train.grad_clip > 0:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
         self.optimizer.step()
+        self.engine.after_step(batch)
         update_ema(self.ema, self.model, self.config.train.ema_decay)
-        return loss.item()
+        self.last_stats = stats
+        return stats.loss
+
+    def _num_clusters(self) -> int:
+        """k of a clustered sampler (one with `assignments`); 1 otherwise, for vanilla only.
+
+        The engine needs sample b in cluster b mod k (StratifiedTimesteps' layout).
+        """
+        if not hasattr(self.timesteps, "assignments"):
+            if self.config.mtl.method != "vanilla":
+                raise ValueError(
+                    f"mtl.method={self.config.mtl.method!r} needs timestep clusters: set "
+                    "timesteps.sampler='stratified' (or use mtl.method='vanilla')"
+                )
+            return 1
+        batch_size = self.config.train.batch_size
+        k = self.timesteps.num_clusters
+        if not torch.equal(self.timesteps.assignments(batch_size), torch.arange(batch_size) % k):
+            raise ValueError("the timestep sampler must put sample b in cluster b mod k")
+        return k
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self, steps: int | None = None) -> History:
@@ -121,6 +166,10 @@ class Trainer:
             self.history.seconds += time.perf_counter() - start
             self.history.steps.append(self.step)
             self.history.losses.append(loss)
+            stats = self.last_stats
+            assert stats is not None  # set by train_step
+            self.history.cluster_losses.append(stats.cluster_losses)
+            self.history.method_weights.append(stats.weights)
             if hasattr(self.timesteps, "observe"):
                 self.timesteps.observe(self.step, loss)
             if self.step % max(train.log_every, 1) == 0:
@@ -142,6 +191,7 @@ class Trainer:
             "torch_rng": torch.get_rng_state(),
             "history": self.history,
             "config": self.config.to_dict(),
+            "engine": self.engine.state_dict(),
         }
         if hasattr(self.timesteps, "state_dict"):
             state["timesteps"] = self.timesteps.state_dict()
@@ -157,6 +207,7 @@ class Trainer:
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         self.history = state["history"]
+        self.engine.load_state_dict(state["engine"])
         if "timesteps" in state:
             self.timesteps.load_state_dict(state["timesteps"])
 
@@ -171,6 +222,22 @@ class Trainer:
             return "none (no run_dir or no checkpoint written yet)"
         step = torch.load(self.run_dir / CHECKPOINT, weights_only=False)["step"]
         return f"{self.run_dir / CHECKPOINT} (step {step})"
+
+
+def timestep_loss_weights(config: Config, schedule: Schedule) -> torch.Tensor:
+    """diffusion.loss_weight for every timestep, (T,) float32, computed once per schedule."""
+    d = config.diffusion
+    options: dict[str, Any] = {}
+    if d.loss_weight == "min_snr":
+        options = {"gamma": d.min_snr_gamma, "prediction": d.prediction}
+    elif d.loss_weight == "p2":
+        if d.prediction != "eps":
+            raise ValueError(
+                "diffusion.loss_weight='p2' multiplies the eps-MSE: it needs "
+                f"diffusion.prediction='eps', got {d.prediction!r}"
+            )
+        options = {"gamma": d.p2_gamma, "k": d.p2_k}
+    return loss_weight(d.loss_weight, schedule.snr(), **options).float()
 
 
 def _due(step: int, every: int, total: int) -> bool:

@@ -7,11 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from mtl_diffusion.builders import schedule_from_config
 from mtl_diffusion.config import load
 from mtl_diffusion.ema import make_ema, update_ema
-from mtl_diffusion.train import CHECKPOINT, NonFiniteLossError, Trainer
+from mtl_diffusion.train import CHECKPOINT, NonFiniteLossError, Trainer, timestep_loss_weights
 
-TINY = {"train.steps": 6, "train.batch_size": 16, "train.checkpoint_every": 3, "train.eval_every": 0}
+TINY = {
+    "train.steps": 6,
+    "train.batch_size": 16,
+    "train.checkpoint_every": 3,
+    "train.eval_every": 0,
+}
 
 
 def tiny(**overrides: object):
@@ -38,6 +44,61 @@ def test_resume_equals_uninterrupted_run(tmp_path: Path, arch: str) -> None:
     assert states_equal(straight.model, resumed.model)
     assert states_equal(straight.ema, resumed.ema)
     assert straight.history.losses == resumed.history.losses
+
+
+@pytest.mark.parametrize("method", ["uw", "famo", "nash", "pcgrad", "dwa"])
+def test_resume_with_mtl_method_state_equals_uninterrupted_run(tmp_path: Path, method: str) -> None:
+    # k = 5 clusters over a batch of 16 (chunks 4, 3, 3, 3, 3); Nash re-solves at steps 1, 3, 5
+    cfg = tiny(**{"timesteps.sampler": "stratified", "mtl.method": method, "mtl.nash_every": 2})
+    straight = Trainer(cfg, run_dir=tmp_path / "a")
+    straight.fit()
+
+    interrupted = Trainer(cfg, run_dir=tmp_path / "b")
+    interrupted.fit(steps=3)
+    resumed = Trainer(cfg, run_dir=tmp_path / "b")
+    assert resumed.step == 3
+    resumed.fit()
+
+    assert states_equal(straight.model, resumed.model)
+    assert states_equal(straight.ema, resumed.ema)
+    assert straight.history.losses == resumed.history.losses
+    assert straight.history.method_weights == resumed.history.method_weights
+    assert len(straight.history.method_weights) == 6
+    assert all(len(w) == 5 for w in straight.history.method_weights)
+    a, b = straight.engine.state_dict(), resumed.engine.state_dict()
+    if "method" in a:  # UW's s, FAMO's xi and its inner Adam state
+        assert str(a["method"]) == str(b["method"])
+
+
+@pytest.mark.parametrize(
+    ("name", "formula"),
+    [
+        ("constant", lambda snr: torch.ones_like(snr)),
+        ("min_snr", lambda snr: torch.minimum(snr, torch.full_like(snr, 5.0)) / snr),
+        ("p2", lambda snr: 1.0 / (1.0 + snr)),
+    ],
+)
+def test_loss_weights_per_timestep(name: str, formula) -> None:
+    cfg = tiny(**{"diffusion.loss_weight": name})
+    schedule = schedule_from_config(cfg)
+    ab = schedule.alphas_cumprod
+    expected = formula(ab / (1 - ab)).float()
+    torch.testing.assert_close(timestep_loss_weights(cfg, schedule), expected)
+    torch.testing.assert_close(Trainer(cfg).loss_weights, expected)
+
+
+def test_p2_needs_eps_prediction() -> None:
+    cfg = tiny(**{"diffusion.loss_weight": "p2", "diffusion.prediction": "x0"})
+    with pytest.raises(ValueError, match="p2"):
+        Trainer(cfg)
+
+
+def test_history_records_cluster_losses_that_sum_to_the_loss() -> None:
+    history = Trainer(tiny(**{"timesteps.sampler": "stratified"})).fit()
+    assert len(history.cluster_losses) == len(history.losses) == 6
+    for parts, loss in zip(history.cluster_losses, history.losses, strict=True):
+        assert sum(parts) == pytest.approx(loss, rel=1e-5)
+    assert all(w == [1.0] * 5 for w in history.method_weights)  # vanilla
 
 
 def test_same_seed_same_numbers_other_seed_differs() -> None:
@@ -81,8 +142,14 @@ def test_ema_matches_its_formula() -> None:
 def test_loss_falls_on_a_toy() -> None:
     cfg = load(
         "smoke",
-        {"data.name": "toy:8gaussians", "model.arch": "mlp", "train.steps": 300,
-         "train.batch_size": 128, "train.eval_every": 0, "train.checkpoint_every": 0},
+        {
+            "data.name": "toy:8gaussians",
+            "model.arch": "mlp",
+            "train.steps": 300,
+            "train.batch_size": 128,
+            "train.eval_every": 0,
+            "train.checkpoint_every": 0,
+        },
     )
     losses = Trainer(cfg).fit().losses
     first, last = sum(losses[:30]) / 30, sum(losses[-30:]) / 30

@@ -53,6 +53,13 @@ class FAMO(nn.Module):
             raise ValueError("losses must be finite and >= 0 (FAMO takes their logarithm)")
         return losses.clamp(min=self.min_loss).log()
 
+    def get_extra_state(self) -> dict:
+        """The inner optimizer's state, saved by state_dict() so that a resumed run continues."""
+        return {"optimizer": self._optimizer.state_dict()}
+
+    def set_extra_state(self, state: dict) -> None:
+        self._optimizer.load_state_dict(state["optimizer"])
+
     def task_weights(self) -> torch.Tensor:
         """z = softmax(xi), the paper's task weights."""
         return torch.softmax(self.xi.detach(), dim=0)
