@@ -20,6 +20,7 @@ from torch import nn
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
 from mtl_diffusion.cache import cache_key, load_or_compute
 from mtl_diffusion.config import Config
+from mtl_diffusion.diffusion import Model
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import environment
@@ -54,19 +55,25 @@ def initial_noise(config: Config, n: int, seed: int = EVAL_NOISE_SEED) -> torch.
 
 
 def generate(
-    model: nn.Module,
+    model: nn.Module | Model,
     config: Config,
     n: int,
     *,
     seed: int = EVAL_NOISE_SEED,
     progress_bar: bool = False,
 ) -> torch.Tensor:
-    """Draw `n` samples with the configured sampler, from fixed initial noise."""
+    """Draw `n` samples with the configured sampler, from fixed initial noise.
+
+    `model` is a denoiser module (in eval mode while sampling) or any `denoise(x_t, t)` callable,
+    such as a `piecewise_denoiser` over modules the caller has put in eval mode.
+    """
     schedule = schedule_from_config(config)
     noise = initial_noise(config, n, seed)
     generator = torch.Generator().manual_seed(seed + 1)
-    was_training = model.training
-    model.eval()
+    module = model if isinstance(model, nn.Module) else None
+    was_training = module is not None and module.training
+    if module is not None:
+        module.eval()
     kwargs: dict[str, Any] = dict(
         prediction=config.diffusion.prediction, generator=generator, progress_bar=progress_bar
     )
@@ -76,7 +83,8 @@ def generate(
         )
     else:
         samples = ddpm_sample(model, schedule, noise, **kwargs)
-    model.train(was_training)
+    if module is not None:
+        module.train(was_training)
     return samples
 
 
