@@ -1,0 +1,295 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · A denoising-task-difficulty curriculum
+#
+# **The paper's claim** (Kim et al., *Denoising Task Difficulty-based Curriculum for Training
+# Diffusion Models*, arXiv 2403.10348). Low-noise denoising tasks (small $t$) are *harder*: their
+# loss converges more slowly, and consecutive noisy marginals $p_{t-1}, p_t$ differ more there
+# (larger relative entropy $\mathrm{KL}(p_{t-1}\,\|\,p_t)$). Training easy-to-hard — first only
+# the noisiest cluster of timesteps, then adding one harder cluster per stage, then ordinary
+# uniform $t$ — is claimed to converge faster and reach a better FID.
+#
+# **What this notebook measures.**
+# 1. Difficulty per timestep cluster, two ways: (a) the convergence speed of each cluster's
+#    held-out loss during ordinary training (loss at snapshots divided by its final value), and
+#    (b) $\mathrm{KL}(p_{t-1}\|p_t)$: Monte Carlo with exact densities for the 8-Gaussians toy and
+#    for the digits (as the empirical mixture of Diracs at the training images, whose noisy
+#    marginal is a 1,347-component Gaussian mixture), and in closed form for Gaussian fits of both.
+# 2. Training curves (Fréchet distance in classifier features and in pixels, KID) against steps
+#    for uniform $t$, the curriculum (easy first) and the anti-curriculum (hard first), over several
+#    training seeds, every model sampled from the same initial noise.
+#
+# **How to read the figures.** `06_curriculum_difficulty.png`: left, KL against $t$ (log scale);
+# middle, each cluster's held-out loss divided by its final value (a curve that stays above 1
+# longer converges later); right, the fraction of each cluster's total loss decrease done (a
+# curve that reaches 1 later converges later). `06_curriculum_training.png`: mean over seeds
+# (lines) and the individual seeds (dots) of each metric; the grey band is the fixed-pacing
+# curriculum phase, after which those arms sample $t$ uniformly; dotted lines mark the
+# patience-paced run's stage changes.
+
+# %% tags=["parameters"]
+profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
+seed: int = 0  # first training seed; seeds seed, seed + 1, ... are used
+num_seeds: int = 0  # training seeds per arm; 0 keeps this notebook's profile default
+steps: int = 0  # training steps per run; 0 keeps this notebook's profile default
+num_clusters: int = 10  # curriculum clusters N (equal-width timestep intervals)
+curriculum_fraction: float = 0.3  # fixed pacing: the curriculum spans this fraction of training
+patience: int = 20  # patience pacing (the paper's rule): one seed beside the fixed-pacing arms
+smoothing: float = 0.9  # patience pacing: EMA decay of the training loss
+kl_samples: int = 0  # Monte Carlo samples per timestep for the KL; 0 keeps the profile default
+kl_stride: int = 0  # KL at every kl_stride-th timestep from t 1 on; 0 keeps the profile default
+
+# %%
+import matplotlib.pyplot as plt
+import numpy as np
+
+from mtl_diffusion import config
+from mtl_diffusion.builders import dataset_from_config, schedule_from_config
+from mtl_diffusion.cache import load_or_compute
+from mtl_diffusion.clustering import timestep_clusters
+from mtl_diffusion.curriculum import transitions_from_losses
+from mtl_diffusion.data import gaussian_mixture_8, load_dataset, load_digits_split
+from mtl_diffusion.difficulty import (
+    GaussianMixture,
+    convergence_curves,
+    gaussian_marginal_kl,
+    interval_means,
+    mixture_marginal_kl,
+)
+from mtl_diffusion.plotting import savefig, set_style
+from mtl_diffusion.runs import train_many
+from mtl_diffusion.train import Trainer
+
+set_style()
+# this notebook's scale per profile (the cpu values fit its 20-minute budget on 2 cores)
+scale = {
+    "smoke": dict(steps=20, eval_every=10, num_seeds=1, kl_samples=200, kl_stride=50,
+                  snapshots=[0, 10, 20], held_out=64, jobs=1),
+    "cpu": dict(steps=600, eval_every=150, num_seeds=3, kl_samples=1000, kl_stride=10,
+                snapshots=[0, 25, 50, 100, 150, 200, 300, 400, 500, 600], held_out=450, jobs=0),
+    "paper": dict(steps=0, eval_every=0, num_seeds=3, kl_samples=4000, kl_stride=5,
+                  snapshots=[0, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 400_000],
+                  held_out=0, jobs=0),
+}[profile]
+steps = steps or scale["steps"]
+num_seeds = num_seeds or scale["num_seeds"]
+kl_samples = kl_samples or scale["kl_samples"]
+kl_stride = kl_stride or scale["kl_stride"]
+base = config.load(profile, seed=seed)
+steps = steps or base.train.steps
+stage_steps = max(1, round(curriculum_fraction * steps / (num_clusters - 1)))
+common = {"train.steps": steps, "train.eval_every": scale["eval_every"] or base.train.eval_every,
+          "curriculum.num_clusters": num_clusters}
+arms = {
+    "uniform": {},
+    "curriculum": {"timesteps.sampler": "curriculum", "curriculum.order": "easy_first",
+                   "curriculum.pacing": "fixed", "curriculum.stage_steps": stage_steps},
+    "anti-curriculum": {"timesteps.sampler": "curriculum", "curriculum.order": "hard_first",
+                        "curriculum.pacing": "fixed", "curriculum.stage_steps": stage_steps},
+    "curriculum (patience)": {"timesteps.sampler": "curriculum", "curriculum.order": "easy_first",
+                              "curriculum.pacing": "patience", "curriculum.patience": patience,
+                              "curriculum.smoothing": smoothing},
+}
+seeds = [seed + i for i in range(num_seeds)]
+arm_seeds = {name: seeds[:1] if "patience" in name else seeds for name in arms}
+configs = {name: [config.load(profile, {**common, **o}, seed=s) for s in arm_seeds[name]]
+           for name, o in arms.items()}
+cfg = configs["uniform"][0]
+schedule = schedule_from_config(cfg)
+T = cfg.diffusion.num_timesteps
+clusters = timestep_clusters(T, num_clusters)
+print(f"{steps} steps, {num_seeds} seeds, {num_clusters} clusters; fixed pacing: {stage_steps} "
+      f"steps per stage, uniform from step {stage_steps * (num_clusters - 1)} on")
+
+# %% [markdown]
+# ## Difficulty (b): relative entropy between consecutive noisy marginals
+#
+# For data $x_0$ from a Gaussian mixture, $x_t = \sqrt{\bar\alpha_t}x_0 + \sqrt{1-\bar\alpha_t}
+# \varepsilon$ is again a Gaussian mixture with known parameters, so $\log p_t$ is exact and
+# $\mathrm{KL}(p_{t-1}\|p_t)$ is estimated by averaging $r - 1 - \log r$, $r = p_t/p_{t-1}$, over
+# samples of $p_{t-1}$ (unbiased and never negative). The digits enter as the empirical
+# distribution of the training images (Diracs), which is what a finite training set defines; a
+# Gaussian with the digits' mean and covariance gives the closed-form comparison.
+
+# %%
+ts = np.arange(1, T, kl_stride)
+digits_train = load_digits_split("train")
+toy_means, toy_std = gaussian_mixture_8()
+toy = GaussianMixture.isotropic(toy_means, toy_std)
+toy_points = load_dataset("toy:8gaussians").double()
+flat = digits_train.flatten(1).double()
+
+
+def kl_curves() -> dict[str, np.ndarray]:
+    # the toy has 8 components, the digits 1,347: ten times the samples cost the toy far less
+    toy_mc, toy_se = mixture_marginal_kl(schedule, toy, ts, num_samples=10 * kl_samples, seed=seed)
+    dig_mc, dig_se = mixture_marginal_kl(schedule, GaussianMixture.from_data(digits_train), ts,
+                                         num_samples=kl_samples, seed=seed)
+    return {
+        "8-Gaussians (MC, exact densities)": toy_mc, "8-Gaussians se": toy_se,
+        "8-Gaussians, Gaussian fit (closed form)": gaussian_marginal_kl(
+            schedule, toy_points.mean(0).numpy(), np.cov(toy_points.T.numpy()), ts),
+        "digits as Diracs (MC, exact densities)": dig_mc, "digits se": dig_se,
+        "digits, Gaussian fit (closed form)": gaussian_marginal_kl(
+            schedule, flat.mean(0).numpy(), np.cov(flat.T.numpy()), ts),
+    }
+
+
+kl = load_or_compute(cfg, kl_curves, name="06_kl",
+                     extra={"ts": ts.tolist(), "samples": kl_samples})
+kl_names = [k for k in kl if not k.endswith(" se")]
+kl_per_cluster = {k: interval_means(ts, kl[k], clusters) for k in kl_names}
+for k in kl_names:
+    print(f"{k:42s} per cluster (low t -> high t):",
+          " ".join(f"{v:.1e}" for v in kl_per_cluster[k]))
+print("largest relative standard error of the MC estimates:",
+      f"toy {np.max(kl['8-Gaussians se'] / kl['8-Gaussians (MC, exact densities)']):.3f}, "
+      f"digits {np.max(kl['digits se'] / kl['digits as Diracs (MC, exact densities)']):.3f}")
+
+# %% [markdown]
+# ## Difficulty (a): how fast each cluster's loss converges under ordinary training
+#
+# One uniform-$t$ run (the first seed of the uniform arm), stopped at snapshots; at each, the
+# held-out loss of every cluster on the test digits, with the same $t$ and noise per image every
+# time, so the curves move only because the model does.
+
+# %%
+held_out = load_digits_split("test") if cfg.data.name == "digits" else dataset_from_config(cfg)
+held_out = held_out[: scale["held_out"] or 2_000]
+
+
+def convergence():
+    return convergence_curves(Trainer(cfg), scale["snapshots"] or [steps], held_out, clusters,
+                              seed=seed)
+
+
+curves = load_or_compute(cfg, convergence, name="06_convergence",
+                         extra={"snapshots": scale["snapshots"], "held_out": len(held_out)})
+ratio, done = curves.normalised(), curves.progress()
+converge_ratio = curves.steps_to_converge(0.25, measure="ratio")
+converge_progress = curves.steps_to_converge(0.1, measure="progress")
+print("held-out loss per cluster (low t -> high t) at init:",
+      " ".join(f"{v:.4f}" for v in curves.losses[0]))
+print("                                          final:",
+      " ".join(f"{v:.4f}" for v in curves.losses[-1]))
+print(f"loss / final loss at step {curves.steps[1]}:", " ".join(f"{v:.2f}" for v in ratio[1]))
+print(f"fraction of the decrease done at step {curves.steps[1]}:",
+      " ".join(f"{v:.2f}" for v in done[1]))
+print("first snapshot within 25 % of the final loss for good:", converge_ratio.tolist())
+print("first snapshot with 90 % of the decrease done for good:", converge_progress.tolist())
+
+# %%
+fig, (ax_kl, ax_ratio, ax_done) = plt.subplots(1, 3, figsize=(16, 4.2))
+for k in kl_names:
+    ax_kl.plot(ts, kl[k], label=k, ls="--" if "closed" in k else "-")
+for start, _ in clusters[1:]:
+    ax_kl.axvline(start, color="grey", lw=0.5, alpha=0.5)
+ax_kl.set(xlabel="timestep t", ylabel="KL(p_{t-1} || p_t)", yscale="log",
+          title="change of the noisy marginal per step (clusters in grey)")
+ax_kl.legend(fontsize="small")
+colours = plt.cm.viridis(np.linspace(0, 1, num_clusters))
+for i, (start, end) in enumerate(clusters):
+    labelled = i in (0, num_clusters // 2, num_clusters - 1)
+    label = f"t {start}-{end}" if labelled else None
+    ax_ratio.plot(curves.steps[1:], ratio[1:, i], "o-", ms=3, color=colours[i], label=label)
+    ax_done.plot(curves.steps, done[:, i], "o-", ms=3, color=colours[i], label=label)
+ax_ratio.axhline(1.0, color="grey", ls=":")
+ax_ratio.set(xlabel="training step", ylabel="held-out loss / final loss", yscale="log",
+             title="per-cluster loss / its final value (dark: low t)")
+ax_done.axhline(1.0, color="grey", ls=":")
+ax_done.set(xlabel="training step", ylabel="fraction of the loss decrease done",
+            title="per-cluster progress (dark: low t)")
+ax_ratio.legend(fontsize="small")
+fig.tight_layout()
+savefig(fig, "06_curriculum_difficulty", profile)
+
+# %% [markdown]
+# ## Training: uniform, curriculum, anti-curriculum
+#
+# All arms share the model, optimiser, steps and seeds. The curriculum and the anti-curriculum use
+# fixed pacing (the same number of steps per stage, adding clusters in opposite orders), so they
+# see the same number of samples per stage and differ only in the order. The paper paces by
+# patience; that arm is trained beside them, with its stage changes recovered from its losses.
+
+# %%
+flat_configs = [c for name in arms for c in configs[name]]
+results = iter(train_many(flat_configs, "06_curriculum", jobs=scale["jobs"] or None))
+runs = {name: [next(results) for _ in configs[name]] for name in arms}
+eval_steps = np.asarray(runs["uniform"][0].history.eval_series("fd")[0])
+metrics = ("fd", "fd_pixel", "kid")
+table = {name: {m: np.array([r.history.eval_series(m)[1] for r in rs]) for m in metrics}
+         for name, rs in runs.items()}  # each (seeds, evaluations)
+patience_transitions = [transitions_from_losses(c, r.history.losses)
+                        for c, r in zip(configs["curriculum (patience)"],
+                                        runs["curriculum (patience)"], strict=True)]
+for s, tr in zip(arm_seeds["curriculum (patience)"], patience_transitions, strict=True):
+    print(f"patience pacing, seed {s}: {len(tr)} of {num_clusters - 1} stage changes, at steps",
+          [step for step, _ in tr])
+print("training seconds per run:",
+      {name: round(float(np.mean([r.history.seconds for r in rs]))) for name, rs in runs.items()})
+for m in metrics:
+    print(f"\n{m}: mean (min-max over seeds) at steps {eval_steps.tolist()}")
+    for name in arms:
+        v = table[name][m]
+        cells = zip(v.mean(0), v.min(0), v.max(0), strict=True)
+        print(f"  {name:22s} {len(v)} seeds",
+              "  ".join(f"{a:.3g} ({lo:.3g}-{hi:.3g})" for a, lo, hi in cells))
+
+# %%
+fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+for ax, m in zip(axes, metrics, strict=True):
+    for name in arms:
+        v = table[name][m]
+        (line,) = ax.plot(eval_steps, v.mean(0), "o-", label=name)
+        for row in v:
+            ax.plot(eval_steps, row, ".", color=line.get_color(), alpha=0.4)
+        if "patience" in name:
+            for step, _ in patience_transitions[0]:
+                ax.axvline(step, color=line.get_color(), ls=":", lw=0.8)
+    ax.axvspan(0, stage_steps * (num_clusters - 1), color="grey", alpha=0.15)
+    ax.set(xlabel="training step", ylabel=m, yscale="log" if m != "kid" else "linear",
+           title=f"{m} (mean over seeds; dots: single seeds)")
+axes[0].legend(fontsize="small")
+fig.tight_layout()
+savefig(fig, "06_curriculum_training", profile)
+
+# %% [markdown]
+# ## What this run supports
+#
+# Paired by seed (same initialisation, same data order, same evaluation noise), the curriculum's
+# distance minus the uniform arm's at every evaluation after the curriculum phase: negative means
+# the curriculum is ahead.
+
+# %%
+after = eval_steps > stage_steps * (num_clusters - 1)
+paired = {m: table["curriculum"][m] - table["uniform"][m] for m in ("fd", "fd_pixel")}
+for m, d in paired.items():
+    print(f"{m}: curriculum - uniform per evaluation after the curriculum phase (mean, per seed):")
+    for step, col in zip(eval_steps[after], d[:, after].T, strict=True):
+        print(f"  step {step}: {col.mean():+.3f}  {np.round(col, 3).tolist()}")
+
+# %%
+assert all(np.isfinite(r.history.losses).all() for rs in runs.values() for r in rs)
+assert all(np.isfinite(table[n][m]).all() for n in arms for m in metrics)
+assert curves.losses.shape == (len(curves.steps), num_clusters)
+assert all(np.isfinite(kl[k]).all() and (kl[k] >= 0).all() for k in kl_names)
+if profile != "smoke":
+    digits_kl = kl_per_cluster["digits as Diracs (MC, exact densities)"]
+    # (b) the empirical digits change far more per step at low noise than at high noise
+    assert digits_kl[0] > 100 * digits_kl[-1], digits_kl
+    # (a) progress: the noisiest cluster finishes its decrease before the least noisy one ...
+    assert converge_progress[0] > converge_progress[-1], converge_progress
+    assert done[1, 0] < done[1, -1], done[1]
+    # ... but relative to its own (tiny) final value the noisiest cluster's loss is further off
+    assert ratio[1, 0] < ratio[1, -1], ratio[1]
