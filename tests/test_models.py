@@ -127,7 +127,9 @@ def test_vmap_grad_over_chunks_equals_per_chunk_autograd(name, make, shape):
         model.zero_grad()
         model(x[i], t[i]).pow(2).mean().backward()
         for k, p in model.named_parameters():
-            torch.testing.assert_close(batched[k][i], p.grad, rtol=1e-4, atol=1e-6)
+            # float32 summation order differs between the paths: tolerate 1e-4 of the scale
+            scale = p.grad.abs().max().item() + 1e-12
+            torch.testing.assert_close(batched[k][i], p.grad, rtol=1e-4, atol=1e-4 * scale)
 
 
 def test_build_model():
