@@ -8,8 +8,8 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 NOTEBOOKS ?=
-# One BLAS/OpenMP thread per process: on 2 cores, two threads inside a Jupyter kernel stall each
-# other (the smoke notebooks took 267 s instead of 19 s). `make figures` runs JOBS notebooks at once.
+# One BLAS/OpenMP thread per process: the cores are used by running JOBS notebooks at once and
+# by parallel training workers; two threads per process on a loaded 2-core machine stall badly.
 THREADS ?= 1
 JOBS   ?= 2
 export OMP_NUM_THREADS := $(THREADS)

@@ -54,7 +54,8 @@ def run_one(source: Path, profile: str, params: dict[str, object], prepare_only:
     import papermill
 
     out_dir = BUILD / "notebooks" / profile
-    raw = to_ipynb(source, out_dir / "src" / f"{source.stem}.ipynb")
+    # the unparameterised conversions live outside out_dir, which nbval collects
+    raw = to_ipynb(source, BUILD / "notebooks" / "src" / f"{source.stem}.ipynb")
     start = time.perf_counter()
     papermill.execute_notebook(
         str(raw),
