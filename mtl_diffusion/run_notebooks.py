@@ -56,6 +56,7 @@ def run_one(source: Path, profile: str, params: dict[str, object], prepare_only:
     out_dir = BUILD / "notebooks" / profile
     # the unparameterised conversions live outside out_dir, which nbval collects
     raw = to_ipynb(source, BUILD / "notebooks" / "src" / f"{source.stem}.ipynb")
+    out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     papermill.execute_notebook(
         str(raw),
