@@ -258,7 +258,7 @@ savefig(fig, "05_task_routing_training", profile)
 # ### Samples (seed-0 runs, the same initial noise for every model)
 
 # %%
-fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
+fig, axes = plt.subplots(2, 3, figsize=(12, 6.2))
 for row, arch in enumerate(archs):
     for col, name in enumerate(VARIANTS):
         run = results[arch, name, seeds[0]]
@@ -329,13 +329,57 @@ for arch, a, b in comparisons:
               f"paired {np.round(paired, 4)} -> {verdicts[arch, a, b, metric]}")
 
 # %% [markdown]
+# ## Findings at cpu scale (default parameters: seeds 0, 1, 2; 600 steps; 30 runs)
+#
+# Final distances at step 600, mean ± sd over 3 seeds (pixel FD / classifier-feature FD):
+#
+# | model | vanilla | DTR | R-TR |
+# |---|---|---|---|
+# | U-Net | 1.03 ± 0.03 / 3.09 ± 0.12 | 1.34 ± 0.09 / 3.53 ± 0.18 | 1.82 ± 0.04 / 4.92 ± 0.27 |
+# | DiT | 5.79 ± 0.24 / 16.68 ± 0.24 | 5.91 ± 0.22 / 16.34 ± 0.14 | 6.54 ± 0.06 / 19.05 ± 0.74 |
+#
+# | U-Net, weighting | without DTR | with DTR |
+# |---|---|---|
+# | constant | 1.03 ± 0.03 / 3.09 ± 0.12 | 1.34 ± 0.09 / 3.53 ± 0.18 |
+# | min-SNR-5 | 0.93 ± 0.03 / 2.80 ± 0.11 | 1.03 ± 0.05 / 3.02 ± 0.01 |
+# | ANT-UW (k = 5) | 1.10 ± 0.05 / 4.84 ± 0.40 | 1.05 ± 0.03 / 4.29 ± 0.49 |
+#
+# - **Random routing is worse, as in the paper.** R-TR is worse than vanilla and than DTR for both
+#   models in both metrics, with gaps of 2.8 to 20 times the seed spread and the same sign for
+#   every seed.
+# - **DTR better than vanilla does not reproduce at this scale.** In the U-Net DTR is *worse*
+#   than vanilla (pixel FD +31 %, gap 3.5x the spread; classifier FD +14 %, 2.4x); it starts
+#   slower (pixel FD 26 vs 18 at step 200) and is still behind at step 600. In the DiT the pixel
+#   FD is within noise (gap 0.5x the spread); the classifier-feature FD favours DTR by 2 %, but
+#   only by 1.5x the spread, and this DiT is far from converged (the vanilla DiT's classifier FD
+#   *rises* from step 200 to 600 while its pixel FD falls), so we do not count that as a
+#   reproduction.
+#   So, in distance, vanilla <= DTR < R-TR here: structured routing beats random routing, but
+#   routing does not beat no routing.
+# - **Loss-weight orthogonality does not reproduce either.** min-SNR beats vanilla (pixel FD
+#   -9 %, 3x the spread), but DTR on top of min-SNR is worse than min-SNR alone (2x the spread).
+#   ANT-UW is worse than vanilla at 600 steps (pixel FD +7 %, 1.6x the spread; classifier FD
+#   +57 %, 4.4x). DTR on
+#   top of ANT-UW is better than ANT-UW alone, but only marginally (pixel FD gap 1.2x and
+#   classifier FD gap 1.1x the spread): measured, not claimed.
+# - Budget caveats: 600 steps is early training (the U-Net's distances still fall by 1.4-1.9x
+#   from step 400 to 600), and the layers are narrow (16 to 64 channels, so each task loses 4
+#   to 13 of them). The paper trains for 400k steps with hundreds of channels per layer; these
+#   numbers say nothing about that regime.
+# - Runtime: the 30 runs took 29 CPU-minutes in all (about 15 minutes on 2 idle cores with two
+#   worker processes); the measured wall time was 83 minutes because the 2-core machine was
+#   shared with other jobs (load 7 to 12). A re-run loads every run from the cache in seconds.
+#
 # ## What this run supports
 #
-# Every profile: finite metrics for every run and masks of the documented shape. Under `cpu` and
-# `paper`: every variant's pixel distance falls during training (the mean over seeds at the first
-# evaluation against the last). Under `cpu`, the verdicts stated in the findings below are
-# asserted exactly as measured; the rule (gap of means vs the larger seed spread) was fixed before
-# the numbers were seen.
+# Every profile: finite metrics for every run and masks of the documented shape, matching the
+# closed forms. Under `cpu` and `paper`: every variant's pixel distance falls during training (the
+# mean over seeds at the first evaluation against the last). Under `cpu` with the default
+# parameters, the verdicts above are asserted as measured, with the rule fixed before the numbers
+# were seen (gap of means vs the larger seed spread). Only verdicts with a gap of at least 1.5
+# spreads (or within-noise results below 1 spread) are asserted, so that float-level changes in
+# the training code, which reshuffle runs like new seeds, do not flip them; the two marginal ones
+# (DiT classifier FD, DTR on top of ANT-UW) are reported above, not asserted.
 
 # %%
 assert all(mask.shape == (T, C) and (mask.sum(1) == active).all() for mask in masks.values())
@@ -346,4 +390,21 @@ if profile != "smoke":
     for key in runs:
         first, last = curves[key]["fd_pixel"].mean(0)[[0, -1]]
         assert last < first, f"{key}: pixel FD did not fall ({first:.3f} -> {last:.3f})"
+defaults = (seed, num_seeds, steps, beta, alpha, table_arch, loss_weight_table)
+if profile == "cpu" and defaults == (0, 0, 0, 0.8, 4.0, "unet", True):
+    FINDINGS = {
+        **{(a, "vanilla", "R-TR", m): "vanilla better" for a in archs for m in ("fd_pixel", "fd")},
+        **{(a, "DTR", "R-TR", m): "DTR better" for a in archs for m in ("fd_pixel", "fd")},
+        ("unet", "DTR", "vanilla", "fd_pixel"): "vanilla better",
+        ("unet", "DTR", "vanilla", "fd"): "vanilla better",
+        ("dit", "DTR", "vanilla", "fd_pixel"): "within noise",
+        ("unet", "min-SNR", "vanilla", "fd_pixel"): "min-SNR better",
+        ("unet", "min-SNR", "vanilla", "fd"): "min-SNR better",
+        ("unet", "ANT-UW", "vanilla", "fd_pixel"): "vanilla better",
+        ("unet", "ANT-UW", "vanilla", "fd"): "vanilla better",
+        ("unet", "min-SNR + DTR", "min-SNR", "fd_pixel"): "min-SNR better",
+        ("unet", "min-SNR + DTR", "min-SNR", "fd"): "min-SNR better",
+    }
+    wrong = {k: (verdicts[k], v) for k, v in FINDINGS.items() if verdicts[k] != v}
+    assert not wrong, f"measured verdicts differ from the findings (measured, stated): {wrong}"
 print({k: v for k, v in verdicts.items() if k[3] == "fd_pixel"})
