@@ -192,19 +192,17 @@ curves = {
 }
 sd = {cell: {m: v.std(ddof=min(1, len(v) - 1)) for m, v in final[cell].items()} for cell in CELLS}
 eval_steps = np.array(results["vanilla", seeds[0]].history.eval_series("fd")[0])
-speed = {cell: np.mean([cfg.train.steps / results[cell, s].history.seconds for s in seeds])
-         for cell in CELLS}
 train_seconds = sum(r.history.seconds for r in trained)
 print(f"{len(results)} runs ready in {wall:.0f} s wall ({train_seconds:.0f} s of training in "
-      "the workers, evaluation excluded)")
+      "the workers, evaluation excluded; step-time ratios: benchmarks/bench_mtl.py)")
 
 print(f"\nfinal metrics at step {eval_steps[-1]}: mean ± sd over seeds {seeds}")
 header = ("pixel FD", "classifier FD", "KID x 1e3", "precision", "recall")
-print(f"{'cell':18s} " + " ".join(f"{h:>15s}" for h in header) + f" {'steps/s':>8s}")
+print(f"{'cell':18s} " + " ".join(f"{h:>15s}" for h in header))
 for cell in CELLS:
     row = [f"{final[cell][m].mean() * f:6.3f} ± {sd[cell][m] * f:5.3f}"
            for m, f in zip(METRICS, (1, 1, 1e3, 1, 1), strict=True)]
-    print(f"{cell:18s} " + " ".join(f"{r:>15s}" for r in row) + f" {speed[cell]:8.1f}")
+    print(f"{cell:18s} " + " ".join(f"{r:>15s}" for r in row))
 
 # %% [markdown]
 # ### Final distances per cell
@@ -341,10 +339,10 @@ for metric in METRICS:
 #
 # Every profile: finite metrics for every run, one weight per cluster per step, and UW weights
 # that are positive. Under `cpu` and `paper`: every cell trains to a falling distance (pixel and
-# classifier FD, mean over seeds, first evaluation against the last), and UW ends with its
-# largest weight on the cluster of lowest loss, as the paper describes (weights approach
-# $1/(2L_i)$). Which cells beat vanilla is printed above and discussed below; it is not asserted,
-# because at this scale the answer depends on noise-level differences.
+# classifier FD, mean over seeds, first evaluation against the last), and UW's weights end within
+# 10 % of $1/(2L_i)$ with the largest weight on the cluster of lowest loss, as the paper
+# describes. Which cells beat vanilla is printed above and discussed in the findings; it is not
+# asserted, because several verdicts rest on gaps of one or two seed spreads.
 
 # %%
 assert all(np.isfinite(v).all() for cell in CELLS for v in final[cell].values())
@@ -361,4 +359,5 @@ if profile != "smoke":
         losses = np.array(results[f"UW / {clustering}", seeds[0]].history.cluster_losses)
         lowest = losses[-window:].mean(0).argmin()
         assert uw_end[clustering].argmax() == lowest, (clustering, uw_end[clustering], lowest)
+        assert np.allclose(uw_end[clustering], uw_optimum[clustering], rtol=0.1), clustering
 print({cell: verdicts[cell, "fd_pixel"] for cell in cells[1:]})

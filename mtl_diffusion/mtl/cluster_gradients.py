@@ -245,9 +245,7 @@ def _layer_gradients(module: nn.Module, x: Tensor, g: Tensor, k: int) -> list[Pa
     if isinstance(module, CONVS):
         return _conv(module, x, g, k)
     if isinstance(module, nn.Linear):
-        xs = by_cluster(x, k).reshape(k, -1, x.shape[-1])
-        gs = by_cluster(g, k).reshape(k, -1, g.shape[-1])  # padded rows: g = 0, no effect
-        grads = [gs.transpose(1, 2) @ xs, gs.sum(1)]
+        grads = _linear_grads(x, g, k)
     else:
         if isinstance(module, nn.GroupNorm):
             normed = F.group_norm(x, module.num_groups, eps=module.eps)
@@ -264,6 +262,14 @@ def _layer_gradients(module: nn.Module, x: Tensor, g: Tensor, k: int) -> list[Pa
     return [(p, v, k) for p, v in zip(_params(module), grads, strict=False)]
 
 
+def _linear_grads(x: Tensor, g: Tensor, k: int) -> list[Tensor]:
+    """Per-cluster weight (k, out, in) and bias (k, out) gradients of a linear map x -> g over
+    the last dimension of (B, ..., in) inputs and (B, ..., out) output gradients."""
+    xs = by_cluster(x, k).reshape(k, -1, x.shape[-1])
+    gs = by_cluster(g, k).reshape(k, -1, g.shape[-1])  # padded rows: g = 0, no effect
+    return [gs.transpose(1, 2) @ xs, gs.sum(1)]
+
+
 def _params(module: nn.Module) -> list[nn.Parameter]:
     """weight, then bias if the module has one."""
     return [module.weight] + ([module.bias] if module.bias is not None else [])
@@ -272,33 +278,41 @@ def _params(module: nn.Module) -> list[nn.Parameter]:
 def _conv(module: nn.Module, x: Tensor, g: Tensor, k: int) -> list[Part]:
     """Per-cluster weight and bias gradients of a convolution, by the fastest exact route:
 
-    pointwise (1x1, stride 1, no padding, one group): per-sample matrix products (B, out, in)
-    summed per cluster; few output channels per group (< 8, e.g. the output layer): one weight
-    gradient call per cluster; otherwise the first k (B // k) samples viewed as (B // k, k C, ...)
-    make ONE convolution with k times the groups, plus one for the B mod k remaining samples.
+    pointwise (1x1, stride 1, no padding, one group): a linear map over channels; few output
+    channels per group (< 8, e.g. the output layer): one weight gradient call per cluster;
+    otherwise the first k (B // k) samples viewed as (B // k, k C, ...) make ONE convolution with
+    k times the groups, plus, for the B mod k remaining samples, a matrix product with their
+    unfolded patches (2-D, one group) or one more convolution.
     """
     weight, params = module.weight, _params(module)
     pointwise = all(v == 1 for v in (*module.kernel_size, *module.stride)) and not any(
         module.padding
     )
-    if pointwise and module.groups == 1 or weight.shape[0] // module.groups < 8:
-        if pointwise and module.groups == 1:
-            per_sample = torch.bmm(g.flatten(2), x.flatten(2).transpose(1, 2))
-            weight_grad = cluster_sum(per_sample, k)
-        else:
-            weight_grad = torch.stack(
-                [_conv_grads(module, x[i::k], g[i::k], 1)[0] for i in range(k)]
-            )
+    if pointwise and module.groups == 1:
+        channels_last = [v.flatten(2).transpose(1, 2) for v in (x, g)]  # (B, positions, C)
+        weight_grad, bias_grad = _linear_grads(*channels_last, k)
+        grads = weight_grad.reshape(k, *weight.shape), bias_grad
+        return [(p, v, k) for p, v in zip(params, grads, strict=False)]
+    if weight.shape[0] // module.groups < 8:
+        weight_grad = torch.stack([_conv_grads(module, x[i::k], g[i::k], 1)[0] for i in range(k)])
         bias_grad = cluster_sum(g.reshape(len(g), g.shape[1], -1).sum(2), k)
         return [(p, v, k) for p, v in zip(params, (weight_grad, bias_grad), strict=False)]
-    parts = []
     n = len(x) // k
-    for rows in (slice(0, n * k), slice(n * k, len(x))):  # the (n, k) grid, then the remainder
-        copies = min(len(x[rows]), k)
-        if copies:
-            stacked = [v[rows].reshape(-1, copies * v.shape[1], *v.shape[2:]) for v in (x, g)]
-            grads = _conv_grads(module, *stacked, copies)
-            parts += [(p, v, copies) for p, v in zip(params, grads, strict=False)]
+    stacked = [v[: n * k].reshape(n, k * v.shape[1], *v.shape[2:]) for v in (x, g)]
+    parts = [(p, v, k) for p, v in zip(params, _conv_grads(module, *stacked, k), strict=False)]
+    rest = len(x) - n * k  # one sample each for clusters 0 .. rest - 1
+    if rest and isinstance(module, nn.Conv2d) and module.groups == 1:
+        cols = F.unfold(
+            x[n * k :], module.kernel_size, module.dilation, module.padding, module.stride
+        )
+        weight_grad = torch.bmm(g[n * k :].flatten(2), cols.transpose(1, 2))
+        grads = weight_grad.reshape(rest, *weight.shape), g[n * k :].flatten(2).sum(2)
+        parts += [(p, v, rest) for p, v in zip(params, grads, strict=False)]
+    elif rest:
+        stacked = [v[n * k :].reshape(1, rest * v.shape[1], *v.shape[2:]) for v in (x, g)]
+        parts += [
+            (p, v, rest) for p, v in zip(params, _conv_grads(module, *stacked, rest), strict=False)
+        ]
     return parts
 
 
