@@ -133,12 +133,17 @@ def train_many(
     jobs = default_jobs() if jobs is None else jobs
     if jobs <= 1 or len(configs) <= 1:
         return [train_run(c, name, evaluate=evaluate) for c in configs]
-    context = multiprocessing.get_context("spawn")  # safe inside Jupyter kernels
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+    with worker_pool(jobs) as pool:
         futures = [pool.submit(train_run, c, name, evaluate=evaluate) for c in configs]
         for future in progress(as_completed(futures), total=len(futures), desc=f"{name} runs"):
             future.result()  # surface the first error at once
         return [f.result() for f in futures]
+
+
+def worker_pool(jobs: int) -> ProcessPoolExecutor:
+    """`jobs` fresh (spawned, so safe inside Jupyter kernels) worker processes of one thread."""
+    context = multiprocessing.get_context("spawn")
+    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread)
 
 
 def _one_thread() -> None:

@@ -26,10 +26,9 @@ Training budgets on I (the all-task model trains `train.steps` steps on t unifor
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, TypeVar
@@ -51,11 +50,11 @@ from mtl_diffusion.progress import progress
 from mtl_diffusion.runs import (
     EVAL_NOISE_SEED,
     RunResult,
-    _one_thread,
     default_jobs,
     generate,
     train_many,
     train_run,
+    worker_pool,
 )
 from mtl_diffusion.sampling import piecewise_denoiser
 
@@ -348,8 +347,7 @@ def measure_many(
     options["loss_repeats"] = loss_repeats
     missing = [key for key, setup in setups.items() if not _cached(setup, **options)]
     if jobs > 1 and len(missing) > 1:
-        context = multiprocessing.get_context("spawn")  # safe inside Jupyter kernels
-        with ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread) as pool:
+        with worker_pool(jobs) as pool:
             futures = [pool.submit(measure_transfer, setups[key], **options) for key in missing]
             for future in progress(as_completed(futures), total=len(futures), desc="gaps"):
                 future.result()  # surface the first error at once

@@ -10,10 +10,9 @@ difference of its views' score values, and take an AdamW step on the method's lo
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass
 from functools import partial
 
@@ -25,7 +24,7 @@ from mtl_diffusion.cache import cache_path, load_or_compute
 from mtl_diffusion.data import load_digits_labels, load_digits_split
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import seed_everything
-from mtl_diffusion.runs import RunResult, _one_thread, default_jobs, train_run
+from mtl_diffusion.runs import RunResult, default_jobs, train_run, worker_pool
 from mtl_diffusion.scorecl.augment import augment
 from mtl_diffusion.scorecl.encoder import ConvEncoder, SSLModel
 from mtl_diffusion.scorecl.knn import knn_accuracy
@@ -163,8 +162,7 @@ def ssl_many(configs: list[SSLConfig], jobs: int | None = None) -> list[SSLResul
     pool = None
     futures: dict[int, Future[SSLResult]] = {}
     if jobs > 1 and len(pending) > 1:
-        context = multiprocessing.get_context("spawn")  # safe inside Jupyter kernels
-        pool = ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread)
+        pool = worker_pool(jobs)
         futures = {i: pool.submit(train_ssl, configs[i], score_for(configs[i])) for i in pending}
     try:
         results = []
