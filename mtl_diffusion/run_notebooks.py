@@ -23,10 +23,12 @@ from mtl_diffusion.paths import BUILD, NOTEBOOKS
 
 
 def sources(selected: list[str]) -> list[Path]:
-    """Numbered notebook sources, filtered by name prefixes/substrings if any are given."""
+    """Numbered notebook sources, filtered by name prefixes/substrings or paths if any are given
+    (`00`, `quickstart`, `notebooks/00_quickstart.py` all select the quickstart)."""
     found = sorted(p for p in NOTEBOOKS.glob("[0-9][0-9]_*.py"))
     if selected:
-        found = [p for p in found if any(s in p.stem for s in selected)]
+        names = [Path(s).stem if s.endswith((".py", ".ipynb")) else s for s in selected]
+        found = [p for p in found if any(name in p.stem for name in names)]
         if not found:
             raise SystemExit(
                 f"no notebook matches {selected}; available: {[p.stem for p in sources([])]}"
@@ -76,19 +78,31 @@ def run_one(source: Path, profile: str, params: dict[str, object], prepare_only:
 def run(
     profile: str, selected: list[str], params: dict[str, object], prepare_only: bool, jobs: int = 1
 ) -> None:
-    """Run the selected notebooks, `jobs` at a time, and record their wall times."""
+    """Run the selected notebooks, `jobs` at a time, and record their wall times; a failing
+    notebook does not stop the others, and the run exits with an error naming every failure."""
     os.environ.setdefault("MTL_DIFFUSION_QUIET", "1")  # no tqdm bars inside executed notebooks
     notebooks = sources(selected)
     with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
         futures = {
             nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks
         }
-        seconds = {name: future.result() for name, future in futures.items()}
-    if not prepare_only:
+        failed = {name: f.exception() for name, f in futures.items() if f.exception()}
+        seconds = {name: f.result() for name, f in futures.items() if name not in failed}
+    if not prepare_only and seconds:
         runtimes_path = BUILD / "notebooks" / profile / "runtimes.json"
+        runtimes_path.parent.mkdir(parents=True, exist_ok=True)
         runtimes = json.loads(runtimes_path.read_text()) if runtimes_path.exists() else {}
         runtimes.update(seconds)
         runtimes_path.write_text(json.dumps(runtimes, indent=2, sort_keys=True) + "\n")
+    if failed:
+        details = "\n".join(  # papermill's errors carry the cell's exception as ename/evalue
+            f"  {name}: {getattr(e, 'ename', type(e).__name__)}: {getattr(e, 'evalue', e)}"
+            for name, e in failed.items()
+        )
+        raise SystemExit(
+            f"{len(failed)} notebook(s) failed (executed copies in "
+            f"{BUILD / 'notebooks' / profile}):\n{details}"
+        )
 
 
 def parse_value(text: str) -> object:

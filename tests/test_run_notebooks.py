@@ -1,0 +1,44 @@
+"""The notebook runner: selecting notebooks, recording runtimes, reporting every failure."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from mtl_diffusion import run_notebooks
+from mtl_diffusion.run_notebooks import sources
+
+
+def test_selection_by_prefix_name_or_path() -> None:
+    every = sources([])
+    assert len(every) >= 8
+    for selector in ("00", "quickstart", "notebooks/00_quickstart.py", "00_quickstart.ipynb"):
+        assert [p.stem for p in sources([selector])] == ["00_quickstart"], selector
+
+
+def test_unknown_selection_lists_the_notebooks() -> None:
+    with pytest.raises(SystemExit, match="available: .*00_quickstart"):
+        sources(["no_such_notebook"])
+
+
+def fake_run_one(source: Path, profile: str, params: dict, prepare_only: bool) -> float:
+    """Stands in for papermill: the clustering notebook fails, the others take 1 s."""
+    if "clustering" in source.stem:
+        raise ValueError("cell failed")
+    return 1.0
+
+
+def test_a_failure_keeps_the_other_runtimes_and_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_notebooks, "run_one", fake_run_one)  # forked workers inherit it
+    monkeypatch.setattr(run_notebooks, "BUILD", tmp_path)
+    with pytest.raises(
+        SystemExit,
+        match=r"(?s)1 notebook\(s\) failed.*03_interval_clustering: ValueError: cell failed",
+    ):
+        run_notebooks.run("cpu", ["00", "03"], {}, prepare_only=False, jobs=2)
+    runtimes = json.loads((tmp_path / "notebooks" / "cpu" / "runtimes.json").read_text())
+    assert runtimes == {"00_quickstart": 1.0}
