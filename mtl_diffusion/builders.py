@@ -13,6 +13,16 @@ from mtl_diffusion.routing import RoutingSpec
 from mtl_diffusion.timesteps import UniformTimesteps
 
 
+def device_from_config(config: Config) -> torch.device:
+    """config.train.device, checked: asking for CUDA without a CUDA build or GPU is an error."""
+    if config.train.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "train.device='cuda' but torch.cuda.is_available() is False: install a CUDA build of "
+            "torch (make setup TORCH=...) or override train.device='cpu'"
+        )
+    return torch.device(config.train.device)
+
+
 def schedule_from_config(config: Config) -> Schedule:
     return make_schedule(config.diffusion.schedule, config.diffusion.num_timesteps)
 

@@ -66,6 +66,7 @@ class TrainConfig:
     checkpoint_every: int = 250  # 0 disables periodic checkpoints
     eval_every: int = 250  # 0 evaluates only at the end
     log_every: int = 10
+    device: str = "cpu"  # cpu | cuda (the paper profile's default)
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.loss_weight": ("constant", "min_snr", "p2"),
     "model.arch": ("unet", "dit", "mlp"),
     "model.routing": ("none", "dtr", "random"),
+    "train.device": ("cpu", "cuda"),
     "timesteps.sampler": ("uniform", "stratified", "curriculum"),
     "mtl.method": ("vanilla", "uw", "pcgrad", "nash", "mgda", "imtlg", "cagrad", "famo", "dwa"),
     "mtl.clustering": ("timestep", "snr", "affinity"),
@@ -182,6 +184,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "train.checkpoint_every": 5_000,
         "train.eval_every": 50_000,
         "train.log_every": 100,
+        "train.device": "cuda",
         "eval.num_samples": 10_000,
         "eval.sampling_steps": 100,
     },

@@ -42,11 +42,11 @@ class RunResult:
     model_state: dict[str, torch.Tensor]
     environment: dict[str, str] = field(default_factory=dict)
 
-    def ema_model(self) -> nn.Module:
-        """The EMA denoiser, rebuilt from the config, in eval mode."""
+    def ema_model(self, device: str | torch.device = "cpu") -> nn.Module:
+        """The EMA denoiser, rebuilt from the config on `device`, in eval mode."""
         model = model_from_config(self.config)
         model.load_state_dict(self.ema_state)
-        return model.eval()
+        return model.to(device).eval()
 
 
 def initial_noise(config: Config, n: int, seed: int = EVAL_NOISE_SEED) -> torch.Tensor:
@@ -62,15 +62,17 @@ def generate(
     seed: int = EVAL_NOISE_SEED,
     progress_bar: bool = False,
 ) -> torch.Tensor:
-    """Draw `n` samples with the configured sampler, from fixed initial noise.
+    """Draw `n` samples (on the CPU) with the configured sampler, from fixed initial noise, on
+    the device of the module's parameters.
 
     `model` is a denoiser module (in eval mode while sampling) or any `denoise(x_t, t)` callable,
     such as a `piecewise_denoiser` over modules the caller has put in eval mode.
     """
-    schedule = schedule_from_config(config)
-    noise = initial_noise(config, n, seed)
-    generator = torch.Generator().manual_seed(seed + 1)
     module = model if isinstance(model, nn.Module) else None
+    device = next(module.parameters()).device if module is not None else torch.device("cpu")
+    schedule = schedule_from_config(config)
+    noise = initial_noise(config, n, seed).to(device)  # drawn on the CPU: the same on any device
+    generator = torch.Generator(device).manual_seed(seed + 1)
     was_training = module is not None and module.training
     if module is not None:
         module.eval()
@@ -85,7 +87,7 @@ def generate(
         samples = ddpm_sample(model, schedule, noise, **kwargs)
     if module is not None:
         module.train(was_training)
-    return samples
+    return samples.cpu()
 
 
 def sample_evaluator(config: Config) -> Evaluator | None:
@@ -109,9 +111,10 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
             config, run_dir=run_dir, evaluate=sample_evaluator(config) if evaluate else None
         )
         history = trainer.fit()
-        return RunResult(
-            config, history, trainer.ema.state_dict(), trainer.model.state_dict(), environment()
-        )
+        states = [
+            {k: v.cpu() for k, v in m.state_dict().items()} for m in (trainer.ema, trainer.model)
+        ]
+        return RunResult(config, history, *states, environment())
 
     result = load_or_compute(config, compute, name=name, extra={"evaluate": evaluate})
     shutil.rmtree(run_dir, ignore_errors=True)  # the cached result supersedes the checkpoint

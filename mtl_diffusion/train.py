@@ -18,6 +18,7 @@ from torch import nn
 
 from mtl_diffusion.builders import (
     dataset_from_config,
+    device_from_config,
     model_from_config,
     schedule_from_config,
     timesteps_from_config,
@@ -72,10 +73,13 @@ class Trainer:
     ) -> None:
         self.config = config
         seed_everything(config.seed)
+        # Random draws come from a CPU generator and move to `device`, so a seed gives the same
+        # batches on every device.
+        self.device = device_from_config(config)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.schedule = schedule_from_config(config)
-        self.data = dataset_from_config(config) if data is None else data
-        self.model = model_from_config(config) if model is None else model
+        self.schedule = schedule_from_config(config).to(self.device)
+        self.data = (dataset_from_config(config) if data is None else data).to(self.device)
+        self.model = (model_from_config(config) if model is None else model).to(self.device)
         self.ema = make_ema(self.model)
         self.timesteps = timesteps_from_config(config) if timesteps is None else timesteps
         self.loss_weights = timestep_loss_weights(config, self.schedule)
@@ -97,10 +101,10 @@ class Trainer:
         """(x0, t, noise) for one minibatch, all drawn from the trainer's generator."""
         batch_size = self.config.train.batch_size
         index = torch.randint(len(self.data), (batch_size,), generator=self.generator)
-        x0 = self.data[index]
+        x0 = self.data[index.to(self.device)]
         t = self.timesteps.sample(batch_size, self.generator)
         noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype)
-        return x0, t, noise
+        return x0, t.to(self.device), noise.to(self.device)
 
     def denoising_batch(
         self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
@@ -215,12 +219,12 @@ class Trainer:
         atomic_save(self.state_dict(), path)
 
     def load_checkpoint(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, weights_only=False))
+        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
 
     def checkpoint_note(self) -> str:
         if self.run_dir is None or not (self.run_dir / CHECKPOINT).exists():
             return "none (no run_dir or no checkpoint written yet)"
-        step = torch.load(self.run_dir / CHECKPOINT, weights_only=False)["step"]
+        step = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["step"]
         return f"{self.run_dir / CHECKPOINT} (step {step})"
 
 

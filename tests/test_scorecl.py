@@ -78,9 +78,9 @@ def column_stats(z):
 def vicreg_ref(z1, z2, w, lam=25.0, mu=25.0, nu=1.0, gamma=1.0, eps=1e-4):
     n, d = z1.shape
     a, b = z1.tolist(), z2.tolist()
-    invariance = sum(
-        w[i] * sum((a[i][j] - b[i][j]) ** 2 for j in range(d)) / d for i in range(n)
-    ) / n
+    invariance = (
+        sum(w[i] * sum((a[i][j] - b[i][j]) ** 2 for j in range(d)) / d for i in range(n)) / n
+    )
     reg_v = reg_c = 0.0
     for z in (z1, z2):
         _, _, cov = column_stats(z)

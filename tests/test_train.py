@@ -154,3 +154,21 @@ def test_loss_falls_on_a_toy() -> None:
     losses = Trainer(cfg).fit().losses
     first, last = sum(losses[:30]) / 30, sum(losses[-30:]) / 30
     assert last < 0.8 * first
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the error is for machines without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(RuntimeError, match="train.device='cuda'.*train.device='cpu'"):
+        Trainer(tiny(**{"train.device": "cuda"}))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["vanilla", "uw", "pcgrad"])
+def test_cuda_draws_the_same_batches_and_trains_like_cpu(method: str) -> None:
+    clustered = {"timesteps.sampler": "stratified", "mtl.num_clusters": 4, "mtl.method": method}
+    overrides = clustered if method != "vanilla" else {}
+    cpu, gpu = Trainer(tiny(**overrides)), Trainer(tiny(**overrides, **{"train.device": "cuda"}))
+    for a, b in zip(cpu.sample_batch(), gpu.sample_batch(), strict=True):
+        assert b.is_cuda and torch.equal(a, b.cpu())
+    losses = cpu.fit().losses, gpu.fit().losses
+    assert losses[0] == pytest.approx(losses[1], rel=1e-3)

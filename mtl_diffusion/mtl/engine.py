@@ -74,6 +74,8 @@ class MTLEngine:
         self.model, self.k, self.path = model, k, path
         self.uw_lr, self.nash_every, self.nash_max_norm = uw_lr, nash_every, nash_max_norm
         self.method = self.spec.build(k, **(options or {}))
+        if isinstance(self.method, nn.Module):  # UW's and FAMO's parameters live with the model's
+            self.method.to(next(model.parameters()).device)
         self.generator = torch.Generator().manual_seed(seed)  # PCGrad's random orders
         self.calls = 0
         self._grads: Tensor | None = None  # per-cluster gradients, reused across steps
