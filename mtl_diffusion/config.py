@@ -9,9 +9,11 @@ profile or choice raises an error that lists the valid ones.
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import hashlib
 import json
+import shlex
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -216,6 +218,24 @@ def load(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, **kwa
         else:
             merged[key] = value
     return apply(Config(profile=profile), merged)
+
+
+def parse_overrides(text: str) -> dict[str, Any]:
+    """Dotted-key overrides from one string, as a notebook parameter passes them through
+    papermill: ``"data.path=/data/ffhq train.steps=2000 model.channel_mults=(1,2,2)"``.
+    Values are Python literals where they parse as one, strings otherwise; keys are checked."""
+    overrides: dict[str, Any] = {}
+    for item in shlex.split(text):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. train.steps=2000)")
+        if key not in valid_keys():
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        try:
+            overrides[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            overrides[key] = value
+    return overrides
 
 
 def apply(config: Config, overrides: Mapping[str, Any]) -> Config:

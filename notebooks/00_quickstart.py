@@ -25,15 +25,16 @@
 # digits classifier (our offline stand-in for Inception features) and in raw pixel space.
 #
 # **How to read the figures.** FD is 0 for identical distributions; real train-vs-test digits
-# score about 0.5-0.8 in classifier features, which is the floor any model can reach here. Every
-# evaluation uses the same initial noise (common random numbers), so the curve shows the model
-# improving, not the sampler's luck.
+# score about 0.35 in classifier features (computed below), the floor any model can reach here.
+# Every evaluation uses the same initial noise (common random numbers), so the curve shows the
+# model improving, not the sampler's luck.
 
 # %% tags=["parameters"]
 profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
 seed: int = 0  # training seed
 arch: str = "unet"  # denoiser: unet | dit
-steps: int = 0  # training steps; 0 keeps the profile's default
+steps: int = 0  # training steps; 0 keeps this notebook's default for the profile
+config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
 
 # %%
 import matplotlib.pyplot as plt
@@ -48,7 +49,12 @@ from mtl_diffusion.plotting import savefig, set_style, show_images
 from mtl_diffusion.runs import generate, train_run
 
 set_style()
-overrides = {"model.arch": arch} | ({"train.steps": steps} if steps else {})
+# What the budget buys: under cpu, 750 steps of the 634k-parameter U-Net at batch 128 with three
+# evaluations (500 samples, DDIM-50) fit in under 5 minutes on one idle core, the first-time
+# training of the feature network (about 75 s) included. The profile's default is 1500 steps.
+SCALE = {"smoke": {}, "cpu": {"train.steps": 750, "train.eval_every": 250}, "paper": {}}[profile]
+overrides = SCALE | {"model.arch": arch} | ({"train.steps": steps} if steps else {})
+overrides |= config.parse_overrides(config_overrides)
 cfg = config.load(profile, overrides, seed=seed)
 schedule = schedule_from_config(cfg)
 print(cfg)
@@ -149,6 +155,6 @@ assert samples.abs().max() <= 1.0 + 1e-6
 assert len(fd) >= 2 and np.isfinite(fd).all()
 if profile != "smoke":
     assert fd[-1] < 0.5 * fd[0], f"FD did not fall enough: {fd[0]:.2f} -> {fd[-1]:.2f}"
-    assert fd_pixel[-1] < fd_pixel[0], f"pixel FD did not fall: {fd_pixel[0]:.2f} -> {fd_pixel[-1]:.2f}"
+    assert fd_pixel[-1] < fd_pixel[0], (fd_pixel[0], fd_pixel[-1])
 print(f"FD (classifier features): {fd[0]:.2f} at step {eval_steps[0]} -> {fd[-1]:.2f} at step "
       f"{eval_steps[-1]}; real-vs-real floor {real_fd:.2f}")

@@ -56,6 +56,7 @@ num_seeds: int = 0  # training seeds; 0 keeps the profile default (smoke 1, else
 steps: int = 0  # all-task training steps; 0 keeps this notebook's default for the profile
 methods: str = "uw,pcgrad,nash"  # ANT methods on 5 timestep clusters ("" leaves them out)
 jobs: int = 2  # processes in parallel, one thread each (smoke runs in-process)
+config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
 
 # %%
 import time
@@ -100,6 +101,7 @@ SCALE = {
 }[profile]
 if steps:
     SCALE = SCALE | {"train.steps": steps}
+SCALE = SCALE | config.parse_overrides(config_overrides)
 seeds = list(range(seed, seed + (num_seeds or (1 if profile == "smoke" else 3))))
 workers = 1 if profile == "smoke" else jobs  # spawning workers costs more than smoke runs
 loss_repeats = 1 if profile == "smoke" else 4  # held-out loss: each test digit this many times

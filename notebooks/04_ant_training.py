@@ -54,6 +54,7 @@ num_seeds: int = 0  # training seeds per cell; 0 keeps the profile default (smok
 steps: int = 0  # training steps per run; 0 keeps this notebook's default for the profile
 num_clusters: int = 5  # k, the number of timestep clusters
 jobs: int = 2  # training processes in parallel, one thread each (smoke trains in-process)
+config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
 
 # %%
 import time
@@ -94,6 +95,7 @@ SCALE = {
 }[profile]
 if steps:
     SCALE = SCALE | {"train.steps": steps}
+SCALE = SCALE | config.parse_overrides(config_overrides)
 seeds = list(range(seed, seed + (num_seeds or (1 if profile == "smoke" else 3))))
 workers = 1 if profile == "smoke" else jobs  # spawning workers costs more than smoke runs
 METHODS = {"UW": "uw", "PCGrad": "pcgrad", "Nash": "nash"}

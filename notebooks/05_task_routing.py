@@ -52,6 +52,7 @@ alpha: float = 4.0  # DTR: window speed (> 1 moves slowly at low t, fast at high
 table_arch: str = "unet"  # architecture of the loss-weight table: unet | dit
 loss_weight_table: bool = True  # train the DTR x {min-SNR, ANT-UW} rows
 jobs: int = 2  # training processes in parallel, one thread each (smoke trains in-process)
+config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
 
 # %%
 import time
@@ -90,6 +91,7 @@ SCALE = {
 }[profile]
 if steps:
     SCALE = SCALE | {"train.steps": steps}
+SCALE = SCALE | config.parse_overrides(config_overrides)
 seeds = list(range(seed, seed + (num_seeds or (1 if profile == "smoke" else 3))))
 workers = 1 if profile == "smoke" else jobs  # spawning workers costs more than smoke runs
 routing = {"model.routing_beta": beta, "model.routing_alpha": alpha}

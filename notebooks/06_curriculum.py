@@ -49,6 +49,7 @@ patience: int = 20  # patience pacing (the paper's rule): one seed beside the fi
 smoothing: float = 0.9  # patience pacing: EMA decay of the training loss
 kl_samples: int = 0  # Monte Carlo samples per timestep for the KL; 0 keeps the profile default
 kl_stride: int = 0  # KL at every kl_stride-th timestep from t 1 on; 0 keeps the profile default
+config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
 
 # %%
 import matplotlib.pyplot as plt
@@ -86,7 +87,8 @@ steps = steps or scale["steps"]
 num_seeds = num_seeds or scale["num_seeds"]
 kl_samples = kl_samples or scale["kl_samples"]
 kl_stride = kl_stride or scale["kl_stride"]
-base = config.load(profile, seed=seed)
+extra = config.parse_overrides(config_overrides)
+base = config.load(profile, extra, seed=seed)
 steps = steps or base.train.steps
 stage_steps = max(1, round(curriculum_fraction * steps / (num_clusters - 1)))
 common = {"train.steps": steps, "train.eval_every": scale["eval_every"] or base.train.eval_every,
@@ -103,7 +105,7 @@ arms = {
 }
 seeds = [seed + i for i in range(num_seeds)]
 arm_seeds = {name: seeds[:1] if "patience" in name else seeds for name in arms}
-configs = {name: [config.load(profile, {**common, **o}, seed=s) for s in arm_seeds[name]]
+configs = {name: [config.load(profile, {**common, **o, **extra}, seed=s) for s in arm_seeds[name]]
            for name, o in arms.items()}
 cfg = configs["uniform"][0]
 schedule = schedule_from_config(cfg)

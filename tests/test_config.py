@@ -69,3 +69,26 @@ def test_every_profile_key_is_valid() -> None:
 def test_digest_is_stable_and_sensitive() -> None:
     assert load("cpu").digest() == load("cpu").digest()
     assert load("cpu").digest() != load("cpu", seed=1).digest()
+
+
+def test_overrides_from_a_string() -> None:
+    text = "data.path='/data/my faces' train.steps=2000 model.channel_mults=(1,2,2) seed=3"
+    parsed = config.parse_overrides(text)
+    assert parsed == {
+        "data.path": "/data/my faces",
+        "train.steps": 2000,
+        "model.channel_mults": (1, 2, 2),
+        "seed": 3,
+    }
+    cfg = load("paper", parsed)
+    assert (cfg.data.path, cfg.train.steps, cfg.seed) == ("/data/my faces", 2000, 3)
+    assert config.parse_overrides("train.device=cpu") == {"train.device": "cpu"}  # bare string
+    assert config.parse_overrides("  ") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"), [("train.steps", "not key=value"), ("train.stepz=3", "valid keys")]
+)
+def test_bad_override_strings_raise_with_help(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        config.parse_overrides(text)

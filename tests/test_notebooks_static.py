@@ -54,3 +54,13 @@ def test_thin_and_offline(path: Path) -> None:
     defined = [n for n in ast.walk(tree) if isinstance(n, ast.ClassDef)]
     assert not defined, f"{path.name} defines classes: logic belongs in mtl_diffusion/"
     assert "assert " in text, f"{path.name} asserts nothing"
+
+
+@pytest.mark.parametrize("path", NOTEBOOK_SOURCES, ids=lambda p: p.stem)
+def test_project_configs_take_string_overrides(path: Path) -> None:
+    """A notebook that builds project configs lets papermill users override any key."""
+    text = path.read_text()
+    if "config.load(" not in text or "ssl_config(" in text:  # ScoreCL has its own settings
+        pytest.skip("no project Config built here")
+    assert re.search(r'^config_overrides: str = ""', text, re.M), path.name
+    assert "config.parse_overrides(config_overrides)" in text, path.name
