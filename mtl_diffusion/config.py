@@ -177,7 +177,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "model.dropout": 0.1,
         "model.hidden_size": 768,
         "model.depth": 12,
-        "model.num_heads": 12,
+        "model.num_heads": 8,  # divides the U-Net widths 256, 384, 512 and the DiT width 768
         "model.patch_size": 4,
         "train.steps": 400_000,
         "train.batch_size": 64,

@@ -6,6 +6,8 @@ import pytest
 import torch
 from torch.func import functional_call, grad, vmap
 
+from mtl_diffusion.builders import model_from_config, sample_shape
+from mtl_diffusion.config import load
 from mtl_diffusion.models import DiT, MLPDenoiser, UNet, build_model
 from mtl_diffusion.models.embedding import TimestepEmbedding, sinusoidal_embedding
 from mtl_diffusion.routing import RoutingSpec
@@ -203,3 +205,14 @@ def test_timestep_embedding_rescales_to_1000_steps():
 )
 def test_parameter_counts_in_expected_range(make, low, high):
     assert low <= n_params(make()) <= high
+
+
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("arch", ["unet", "dit"])
+def test_every_profile_builds_both_denoisers(profile: str, arch: str) -> None:
+    """The profiles' model settings are consistent (heads divide widths, patches tile images)."""
+    cfg = load(profile, {"model.arch": arch})
+    model = model_from_config(cfg)
+    x = torch.randn(sample_shape(cfg, 1))
+    with torch.no_grad():
+        assert model(x, torch.tensor([500])).shape == x.shape
