@@ -78,6 +78,11 @@ def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:
     """Training (or test) data as one tensor in [-1, 1]."""
     d = config.data
     if d.name == "folder":
+        if not d.path:
+            raise ValueError(
+                "data.name='folder' needs data.path, the image folder (e.g. the notebook parameter "
+                'config_overrides="data.path=/data/ffhq"); or use data.name=digits'
+            )
         return load_dataset(
             "folder", split, path=d.path, image_size=d.image_size, channels=d.channels
         )

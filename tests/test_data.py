@@ -8,6 +8,8 @@ import torch
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from mtl_diffusion.builders import dataset_from_config
+from mtl_diffusion.config import load
 from mtl_diffusion.data import (
     TOYS,
     gaussian_mixture_8,
@@ -146,3 +148,8 @@ def test_image_folder_errors(tmp_path):
         load_image_folder(tmp_path, 8, limit=0)
     with pytest.raises(ValueError, match="split"):
         load_dataset("folder", "test", path=tmp_path, image_size=8)
+
+
+def test_folder_data_without_a_path_is_an_error_not_the_working_directory():
+    with pytest.raises(ValueError, match="needs data.path"):
+        dataset_from_config(load("paper"))
