@@ -355,6 +355,9 @@ for metric in METRICS:
 #   clusters), so it trains almost only the high-noise tasks: the global layout of the samples
 #   (pixel statistics) improves, the digit identity the classifier sees degrades; in features
 #   UW on timestep and SNR clusters stalls after step 375 while vanilla keeps falling.
+# - **Nash's alpha is unstable between re-solves**: every 25 steps the high-noise clusters' alpha
+#   jumps between about 1-3 and 10-30 (weights figure), while the lowest-noise cluster stays near
+#   1; the residual check passed at every solve, so this is the Gramian changing, not the solver.
 # - **Baselines.** min-SNR-5 beats vanilla in both metrics (pixel 1.09 ± 0.04, feature
 #   3.28 ± 0.07, every seed); P2 is within noise in pixels and worse in features (4.37). The
 #   paper's "UW beats min-SNR" (their DiT table) is not supported: the best UW cell (affinity)
