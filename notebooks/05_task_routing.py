@@ -67,9 +67,10 @@ from mtl_diffusion.runs import generate, train_many
 
 set_style()
 # What the budget buys per profile: the cpu profile shrinks the models (U-Net base 16, 160k
-# parameters; DiT width 64, 330k) so that 30 runs of 600 steps fit in about 15 minutes on 2 idle
-# cores, and uses EMA decay 0.99: the trainer's EMA has no warm-up, so at 0.995 the initial
-# (zero-output) weights would still carry 0.995^600 = 5 % of the evaluated model.
+# parameters; DiT width 64, 330k) for 30 runs of 600 steps (31 minutes under `make figures`,
+# sharing the 2 cores with another notebook: over the 20-minute budget), and uses EMA decay
+# 0.99: the trainer's EMA has no warm-up, so at 0.995 the initial (zero-output) weights would
+# still carry 0.995^600 = 5 % of the evaluated model.
 # Smoke only proves the code path.
 SCALE = {
     "smoke": {
@@ -368,9 +369,9 @@ for arch, a, b in comparisons:
 #   from step 400 to 600), and the layers are narrow (16 to 64 channels, so each task loses 4
 #   to 13 of them). The paper trains for 400k steps with hundreds of channels per layer; these
 #   numbers say nothing about that regime.
-# - Runtime: the 30 runs took 29 CPU-minutes in all (about 15 minutes on 2 idle cores with two
-#   worker processes); the measured wall time was 83 minutes because the 2-core machine was
-#   shared with other jobs (load 7 to 12). A re-run loads every run from the cache in seconds.
+# - Runtime: the 30 runs took 29 CPU-minutes in all; under `make figures` from nothing, with
+#   another notebook sharing the 2 cores, the notebook took 1842 s. A re-run loads every run from
+#   the cache in seconds.
 #
 # ## What this run supports
 #
