@@ -34,7 +34,7 @@ profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU
 seed: int = 0  # training seed
 arch: str = "unet"  # denoiser: unet | dit
 steps: int = 0  # training steps; 0 keeps this notebook's default for the profile
-config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
+config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
 import matplotlib.pyplot as plt

@@ -46,7 +46,7 @@ num_bins: int = 0  # G timestep bins of width T / G (must divide T); 0: 20 (10 u
 steps: int = 0  # training steps of each run; 0 keeps the profile's default
 lookahead_samples: int = 0  # images per bin for the lookahead (costs G x more); 0: 32 (smoke 8)
 lookahead_lr: float = 0.002  # plain SGD step of the lookahead (1e-3..4e-3 is sensible here)
-config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
+config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
 import time

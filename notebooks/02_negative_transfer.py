@@ -56,7 +56,7 @@ num_seeds: int = 0  # training seeds; 0 keeps the profile default (smoke 1, else
 steps: int = 0  # all-task training steps; 0 keeps this notebook's default for the profile
 methods: str = "uw,pcgrad,nash"  # ANT methods on 5 timestep clusters ("" leaves them out)
 jobs: int = 2  # processes in parallel, one thread each (smoke runs in-process)
-config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
+config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
 import time

@@ -42,7 +42,7 @@ num_bins: int = 0  # affinity bins as in notebook 01; 0: 20 (10 under smoke)
 steps: int = 0  # training steps as in notebook 01; 0 keeps the profile's default
 k_max: int = 8  # largest k (clusterings for every k from 2 up to k_max)
 k_shown: int = 5  # k drawn over the heatmaps (ANT uses 5; the DTR code 8)
-config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
+config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
 import time

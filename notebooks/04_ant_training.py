@@ -54,7 +54,7 @@ num_seeds: int = 0  # training seeds per cell; 0 keeps the profile default (smok
 steps: int = 0  # training steps per run; 0 keeps this notebook's default for the profile
 num_clusters: int = 5  # k, the number of timestep clusters
 jobs: int = 2  # training processes in parallel, one thread each (smoke trains in-process)
-config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
+config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
 import time

@@ -52,7 +52,7 @@ alpha: float = 4.0  # DTR: window speed (> 1 moves slowly at low t, fast at high
 table_arch: str = "unet"  # architecture of the loss-weight table: unet | dit
 loss_weight_table: bool = True  # train the DTR x {min-SNR, ANT-UW} rows
 jobs: int = 2  # training processes in parallel, one thread each (smoke trains in-process)
-config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
+config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
 import time

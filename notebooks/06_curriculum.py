@@ -49,7 +49,7 @@ patience: int = 20  # patience pacing (the paper's rule): one seed beside the fi
 smoothing: float = 0.9  # patience pacing: EMA decay of the training loss
 kl_samples: int = 0  # Monte Carlo samples per timestep for the KL; 0 keeps the profile default
 kl_stride: int = 0  # KL at every kl_stride-th timestep from t 1 on; 0 keeps the profile default
-config_overrides: str = ""  # more config overrides, applied last: "key=value ..." (papermill)
+config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
 import matplotlib.pyplot as plt
