@@ -295,21 +295,21 @@ for v in variants:
 #   "negative transfer" appears depends on how the budgets are matched.
 # - **MTL methods** (against the same steps-matched specialists). In pixel FD, UW, PCGrad and
 #   NashMTL all raise the NTG on the intervals where vanilla's was negative for every seed
-#   (200-999: mean -0.16 for vanilla; -0.02 UW, -0.11 PCGrad, -0.02 NashMTL), and UW and NashMTL
-#   also lower the all-task model's pixel FD (1.25 -> 1.05, 0.96). In classifier features, where
-#   the negative transfer sits at low noise, they do not raise it: UW lowers it (-1.67 ± 0.17 on
-#   0-199) and worsens the all-task feature FD (3.23 -> 4.45; it up-weights the low-loss,
-#   high-noise clusters); PCGrad stays within the seed spread of vanilla (-0.65, -0.62 against
-#   -0.70, -0.72 on the two lowest intervals) and NashMTL does not raise it either (-0.87, -0.62).
+#   (200-999: mean -0.16 for vanilla; -0.03 UW, -0.13 PCGrad, -0.04 NashMTL), and UW and NashMTL
+#   also lower the all-task model's pixel FD (1.25 -> 1.09, 1.01). In classifier features, where
+#   the negative transfer sits at low noise, they do not raise it: UW lowers it (-1.74 ± 0.14 on
+#   0-199) and worsens the all-task feature FD (3.23 -> 4.56; it up-weights the low-loss,
+#   high-noise clusters); PCGrad stays within the seed spread of vanilla (-0.72, -0.62 against
+#   -0.70, -0.72 on the two lowest intervals) and NashMTL does not raise it either (-0.84, -0.61).
 #   The paper's claim holds here in pixel space only.
 #
 # **What the budget bought.** 42 training runs (3 seeds x [1 all-task + 5 steps-matched + 5
-# samples-matched specialists + 3 MTL all-task models]) and 90 samplers of 500 samples. On the
-# shared 2-core machine, under a load average of 9-12 from other jobs, the cpu run took 89 min
-# (5362 s: 3750 s training, 1591 s sampling); the training ran at about 2.2 steps/s per worker
-# against about 14 on an idle core, so an idle 2-core machine should need about 15 min
-# (an estimate, not a measurement). Seed spreads above are over 3 training seeds with common
-# sampling noise.
+# samples-matched specialists + 3 MTL all-task models]) and 90 samplers of 500 samples. Under
+# `make figures` from nothing, sharing the 2 cores with another notebook, the cpu run took 1869 s
+# (2623 s of training in two workers, 1331 s wall; sampling 529 s wall): over the 20-minute
+# budget. Seed spreads above are over 3 training seeds with common sampling noise. (These
+# numbers come from that run; the MTL rows moved by a few hundredths from an earlier run when
+# the fast per-cluster gradient path changed its float summation order.)
 
 # %% [markdown]
 # ## What this run supports
