@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -488,6 +489,35 @@ def estimate_affinity(
         return AffinityEstimate(estimator, steps, np.stack(matrices), np.stack(losses), seconds)
 
     return load_or_compute(cfg, compute, name=name, extra=extra)
+
+
+def precompute_affinity(
+    configs: Sequence[Config],
+    num_bins: int | None = None,
+    *,
+    lookahead: dict[str, Any] | None = None,
+    jobs: int | None = None,
+) -> None:
+    """Fill the cache with the gradient estimate (and, given ``lookahead``, the keyword
+    arguments of a lookahead estimate) of every config, ``jobs`` configs at a time in one-thread
+    worker processes; the :func:`estimate_affinity` / :func:`task_affinity` calls that follow
+    with the same arguments load the results."""
+    from mtl_diffusion.runs import default_jobs, worker_pool  # runs imports the trainer stack
+
+    jobs = default_jobs() if jobs is None else jobs
+    if jobs <= 1 or len(configs) <= 1:
+        for config in configs:
+            _estimates(config, num_bins, lookahead)
+        return
+    with worker_pool(jobs) as pool:
+        for future in [pool.submit(_estimates, c, num_bins, lookahead) for c in configs]:
+            future.result()
+
+
+def _estimates(config: Config, num_bins: int | None, lookahead: dict[str, Any] | None) -> None:
+    estimate_affinity(config, num_bins)
+    if lookahead is not None:
+        estimate_affinity(config, num_bins, estimator="lookahead", **lookahead)
 
 
 def task_affinity(

@@ -63,7 +63,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mtl_diffusion import config
-from mtl_diffusion.affinity import task_affinity
+from mtl_diffusion.affinity import precompute_affinity, task_affinity
 from mtl_diffusion.builders import schedule_from_config
 from mtl_diffusion.plotting import savefig, set_style, show_images
 from mtl_diffusion.runs import generate, train_many
@@ -137,6 +137,8 @@ print(cfg)
 
 # %%
 start = time.perf_counter()
+affinity_configs = [configs["UW / affinity", s] for s in seeds]
+precompute_affinity(affinity_configs, cfg.mtl.affinity_bins, jobs=workers)  # seeds in parallel
 intervals = {
     (clustering, s): clusters_from_config(configs[f"UW / {clustering}", s])
     for clustering in CLUSTERINGS

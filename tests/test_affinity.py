@@ -22,6 +22,7 @@ from mtl_diffusion.affinity import (
     lookahead_affinity,
     make_eval_set,
     mean_by_distance,
+    precompute_affinity,
     task_affinity,
     training_snapshots,
     vanilla_config,
@@ -260,3 +261,26 @@ def test_task_affinity_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         estimate_affinity(cfg, 5, estimator="hessian")
     with pytest.raises(ValueError, match="num_bins"):
         task_affinity(cfg, 7)
+
+
+def test_precompute_in_workers_fills_the_cache_with_the_in_process_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parallel, serial = tmp_path / "parallel", tmp_path / "serial"
+    configs = [
+        config.load("smoke", {"train.steps": 4, "train.batch_size": 8}, seed=s) for s in (0, 1)
+    ]
+    lookahead = {"samples_per_bin": 2}
+    monkeypatch.setattr(paths, "ARTIFACTS", parallel)
+    monkeypatch.setenv("MTL_DIFFUSION_ARTIFACTS", str(parallel))  # seen by the workers
+    precompute_affinity(configs, 5, lookahead=lookahead, jobs=2)
+    assert len(list((parallel / "smoke" / "cache").glob("task_affinity-*.pt"))) == 4
+    monkeypatch.setattr(paths, "ARTIFACTS", serial)
+    for cfg in configs:
+        for kwargs in ({}, {"estimator": "lookahead", **lookahead}):
+            fresh = estimate_affinity(cfg, 5, **kwargs)  # computed here, in this process
+            monkeypatch.setattr(paths, "ARTIFACTS", parallel)
+            cached = estimate_affinity(cfg, 5, **kwargs)
+            monkeypatch.setattr(paths, "ARTIFACTS", serial)
+            np.testing.assert_allclose(cached.matrices, fresh.matrices, atol=1e-6)
+    assert len(list((parallel / "smoke" / "cache").glob("task_affinity-*.pt"))) == 4
