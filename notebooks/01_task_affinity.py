@@ -227,11 +227,10 @@ savefig(fig, "01_task_affinity_lookahead", profile)
 #
 # **What the budget bought.** One training seed per model, 1,500 steps each (batch 128, the
 # profile's default), four checkpoints, $G = 20$ bins of 50 steps, 64 images per bin for the
-# gradient estimator and 32 for the lookahead. Under `make figures` from nothing (two notebooks
-# sharing the 2 cores, one thread each) the notebook took 810 s, over its 10-minute budget; an
-# earlier run on a heavily loaded machine took 36 minutes (training 901 s U-Net, 938 s DiT;
-# gradient estimates 38-39 s per model over four checkpoints; lookahead 93-97 s). The spread we
-# can report is over checkpoints only (one seed).
+# gradient estimator and 32 for the lookahead. With the two models trained and estimated in
+# parallel worker processes (one thread each) the notebook took 393 s from nothing on the idle
+# 2-core machine (training 335 s U-Net, 325 s DiT; gradient estimates 13 s per model over four
+# checkpoints; lookahead 32-38 s). The spread we can report is over checkpoints only (one seed).
 #
 # **Gradient cosine: O1 reproduces.** Mean affinity at bin distance 1 / 5 / 10 is 0.93 / 0.64 /
 # 0.37 for the U-Net and 0.95 / 0.66 / 0.38 for the DiT (Spearman against distance -0.77 and
