@@ -35,7 +35,7 @@ unit: $(STAMP)
 
 nbval: $(STAMP)
 	$(PY) -m mtl_diffusion.run_notebooks --profile smoke --prepare-only $(NOTEBOOKS)
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env build/notebooks/smoke
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env build/notebooks/smoke/*.ipynb
 
 figures: $(STAMP)
 	$(PY) -m mtl_diffusion.run_notebooks --profile cpu --jobs $(JOBS) $(NOTEBOOKS)

@@ -220,17 +220,31 @@ def load(profile: str = "cpu", overrides: Mapping[str, Any] | None = None, **kwa
     return apply(Config(profile=profile), merged)
 
 
+def notebook_overrides(scale: Mapping[str, Any], steps: int = 0, extra: str = "") -> dict[str, Any]:
+    """What a notebook applies to its profile: its own ``scale``, then its ``steps`` parameter
+    (0 keeps the scale's), then its ``config_overrides`` string (see :func:`parse_overrides`)."""
+    return {**scale, **({"train.steps": steps} if steps else {}), **parse_overrides(extra)}
+
+
+def replicate_seeds(profile: str, seed: int, num_seeds: int = 0) -> list[int]:
+    """``seed, seed + 1, ...``: ``num_seeds`` of them, or by default 1 under smoke, else 3."""
+    if num_seeds < 0:
+        raise ConfigError(f"num_seeds must be >= 0 (0: the profile default), got {num_seeds}")
+    return list(range(seed, seed + (num_seeds or (1 if profile == "smoke" else 3))))
+
+
 def parse_overrides(text: str) -> dict[str, Any]:
     """Dotted-key overrides from one string, as a notebook parameter passes them through
     papermill: ``"data.path=/data/ffhq train.steps=2000 model.channel_mults=(1,2,2)"``.
     Values are Python literals where they parse as one, strings otherwise; keys are checked."""
     overrides: dict[str, Any] = {}
+    keys = valid_keys()
     for item in shlex.split(text):
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value (e.g. train.steps=2000)")
-        if key not in valid_keys():
-            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+        if key not in keys:
+            raise ConfigError(f"unknown config key {key!r}; valid keys: {', '.join(keys)}")
         try:
             overrides[key] = ast.literal_eval(value)
         except (ValueError, SyntaxError):

@@ -82,12 +82,21 @@ def run(
     notebook does not stop the others, and the run exits with an error naming every failure."""
     os.environ.setdefault("MTL_DIFFUSION_QUIET", "1")  # no tqdm bars inside executed notebooks
     notebooks = sources(selected)
-    with ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
-        futures = {
-            nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks
-        }
-        failed = {name: f.exception() for name, f in futures.items() if f.exception()}
-        seconds = {name: f.result() for name, f in futures.items() if name not in failed}
+    outcomes: dict[str, float | BaseException] = {}  # seconds, or what stopped the notebook
+    if jobs <= 1:
+        for nb in notebooks:
+            try:
+                outcomes[nb.stem] = run_one(nb, profile, params, prepare_only)
+            except Exception as err:  # reported below, with the others
+                outcomes[nb.stem] = err
+    else:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            futures = {
+                nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks
+            }
+            outcomes = {name: f.exception() or f.result() for name, f in futures.items()}
+    failed = {k: v for k, v in outcomes.items() if isinstance(v, BaseException)}
+    seconds = {k: v for k, v in outcomes.items() if not isinstance(v, BaseException)}
     if not prepare_only and seconds:
         runtimes_path = BUILD / "notebooks" / profile / "runtimes.json"
         runtimes_path.parent.mkdir(parents=True, exist_ok=True)

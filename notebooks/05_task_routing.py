@@ -90,10 +90,8 @@ SCALE = {
     },
     "paper": {},
 }[profile]
-if steps:
-    SCALE = SCALE | {"train.steps": steps}
-SCALE = SCALE | config.parse_overrides(config_overrides)
-seeds = list(range(seed, seed + (num_seeds or (1 if profile == "smoke" else 3))))
+SCALE = config.notebook_overrides(SCALE, steps, config_overrides)
+seeds = config.replicate_seeds(profile, seed, num_seeds)
 workers = 1 if profile == "smoke" else jobs  # spawning workers costs more than smoke runs
 routing = {"model.routing_beta": beta, "model.routing_alpha": alpha}
 VARIANTS = {

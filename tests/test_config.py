@@ -92,3 +92,22 @@ def test_overrides_from_a_string() -> None:
 def test_bad_override_strings_raise_with_help(text: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         config.parse_overrides(text)
+
+
+def test_notebook_overrides_apply_scale_then_steps_then_the_string() -> None:
+    scale = {"train.steps": 500, "train.lr": 0.01}
+    assert config.notebook_overrides(scale) == scale
+    assert config.notebook_overrides(scale, 0, "train.lr=0.5") == {
+        "train.steps": 500,
+        "train.lr": 0.5,
+    }
+    assert config.notebook_overrides(scale, 20, "train.steps=30")["train.steps"] == 30
+    assert config.notebook_overrides(scale, 20)["train.steps"] == 20
+
+
+def test_replicate_seeds() -> None:
+    assert config.replicate_seeds("smoke", 4) == [4]
+    assert config.replicate_seeds("cpu", 4) == [4, 5, 6]
+    assert config.replicate_seeds("paper", 0, 5) == [0, 1, 2, 3, 4]
+    with pytest.raises(ConfigError, match="num_seeds"):
+        config.replicate_seeds("cpu", 0, -1)

@@ -65,4 +65,4 @@ def test_project_configs_take_string_overrides(path: Path) -> None:
     if "config.load(" not in text or "ssl_config(" in text:  # ScoreCL has its own settings
         pytest.skip("no project Config built here")
     assert re.search(r'^config_overrides: str = ""', text, re.M), path.name
-    assert "config.parse_overrides(config_overrides)" in text, path.name
+    assert re.search(r"config\.(parse|notebook)_overrides\(.*config_overrides\)", text), path.name

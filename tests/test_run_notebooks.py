@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 from pathlib import Path
 
 import pytest
@@ -30,15 +31,27 @@ def fake_run_one(source: Path, profile: str, params: dict, prepare_only: bool) -
     return 1.0
 
 
+@pytest.mark.parametrize(
+    "jobs",
+    [
+        1,  # in this process
+        pytest.param(
+            2,  # worker processes see the fake only when forked
+            marks=pytest.mark.skipif(
+                multiprocessing.get_start_method() != "fork", reason="needs forked workers"
+            ),
+        ),
+    ],
+)
 def test_a_failure_keeps_the_other_runtimes_and_is_named(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, jobs: int
 ) -> None:
-    monkeypatch.setattr(run_notebooks, "run_one", fake_run_one)  # forked workers inherit it
+    monkeypatch.setattr(run_notebooks, "run_one", fake_run_one)
     monkeypatch.setattr(run_notebooks, "BUILD", tmp_path)
     with pytest.raises(
         SystemExit,
         match=r"(?s)1 notebook\(s\) failed.*03_interval_clustering: ValueError: cell failed",
     ):
-        run_notebooks.run("cpu", ["00", "03"], {}, prepare_only=False, jobs=2)
+        run_notebooks.run("cpu", ["00", "03"], {}, prepare_only=False, jobs=jobs)
     runtimes = json.loads((tmp_path / "notebooks" / "cpu" / "runtimes.json").read_text())
     assert runtimes == {"00_quickstart": 1.0}
