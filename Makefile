@@ -33,9 +33,17 @@ test: unit nbval
 unit: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# Every notebook under smoke (digits) and under paper-smoke (the paper profile's image-folder
+# path with tiny models, on a folder of coloured digits made offline).
+EXAMPLE_IMAGES := $(CURDIR)/build/example_images
+
 nbval: $(STAMP)
+	test -d $(EXAMPLE_IMAGES) || $(PY) -m mtl_diffusion.example_folder $(EXAMPLE_IMAGES)
 	$(PY) -m mtl_diffusion.run_notebooks --profile smoke --prepare-only $(NOTEBOOKS)
-	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env build/notebooks/smoke/*.ipynb
+	$(PY) -m mtl_diffusion.run_notebooks --profile paper-smoke --prepare-only $(NOTEBOOKS) \
+		-p config_overrides "data.path=$(EXAMPLE_IMAGES)"
+	$(PY) -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env \
+		build/notebooks/smoke/*.ipynb build/notebooks/paper-smoke/*.ipynb
 
 figures: $(STAMP)
 	$(PY) -m mtl_diffusion.run_notebooks --profile cpu --jobs $(JOBS) $(NOTEBOOKS)
@@ -51,7 +59,7 @@ bench: $(STAMP)
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf build artifacts/smoke .pytest_cache notebooks/*.ipynb
+	rm -rf build artifacts/smoke artifacts/paper-smoke .pytest_cache notebooks/*.ipynb
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean

@@ -36,7 +36,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
-from mtl_diffusion.builders import dataset_from_config, model_from_config, schedule_from_config
+from mtl_diffusion.builders import (
+    dataset_from_config,
+    device_from_config,
+    model_from_config,
+    schedule_from_config,
+)
 from mtl_diffusion.cache import load_or_compute
 from mtl_diffusion.config import (
     Config,
@@ -45,20 +50,17 @@ from mtl_diffusion.config import (
     MTLConfig,
     TimestepConfig,
     TrainConfig,
+    is_smoke,
 )
 from mtl_diffusion.diffusion import Schedule, check_prediction
 from mtl_diffusion.train import Trainer
 
 ESTIMATORS = ("gradient", "lookahead")
-NUM_BINS = {"smoke": 10}  # default G per profile; any other profile: 20 (bins of T / 20)
-DEFAULT_NUM_BINS = 20
-# default images per bin: (profile, estimator) first, then the estimator (lookahead costs G x more)
-SAMPLES_PER_BIN = {
-    ("smoke", "gradient"): 8,
-    ("smoke", "lookahead"): 8,
-    "gradient": 64,
-    "lookahead": 32,
-}
+DEFAULT_NUM_BINS = 20  # default G (bins of T / 20); smoke profiles: SMOKE_NUM_BINS
+SMOKE_NUM_BINS = 10
+# default images per bin per estimator (lookahead costs G x more); smoke profiles: SMOKE_SAMPLES
+SAMPLES_PER_BIN = {"gradient": 64, "lookahead": 32}
+SMOKE_SAMPLES = 8
 VMAP_SAMPLES = 256  # default gradient block: about this many samples per vmap call (fastest)
 FORWARD_SAMPLES = 1024  # default block of bin_losses (forward only)
 GRADIENT_MEMORY_BYTES = 2**31  # task_affinity keeps at most this many bytes of gradient vectors
@@ -319,7 +321,7 @@ def lookahead_affinity(
                 for (name, p), g in zip(params.items(), pieces, strict=True)
             }
             after = bin_losses(model, schedule, eval_set, prediction, stepped)
-            affinity[i] = (1.0 - after / before).numpy()
+            affinity[i] = (1.0 - after / before).cpu().numpy()
     return affinity
 
 
@@ -423,7 +425,7 @@ class AffinityEstimate:
 
 def default_num_bins(config: Config) -> int:
     """G used when none is given: 20 bins (10 under ``smoke``), fewer if 20 does not divide T."""
-    G = NUM_BINS.get(config.profile, DEFAULT_NUM_BINS)
+    G = SMOKE_NUM_BINS if is_smoke(config.profile) else DEFAULT_NUM_BINS
     T = config.diffusion.num_timesteps
     return max(g for g in range(1, min(G, T) + 1) if T % g == 0)
 
@@ -452,7 +454,7 @@ def estimate_affinity(
     num_bins = default_num_bins(cfg) if num_bins is None else num_bins
     bin_edges(cfg.diffusion.num_timesteps, num_bins)  # validate before training
     steps = _check_snapshots(default_snapshots(cfg) if snapshots is None else snapshots)
-    n = SAMPLES_PER_BIN.get((cfg.profile, estimator), SAMPLES_PER_BIN[estimator])
+    n = SMOKE_SAMPLES if is_smoke(cfg.profile) else SAMPLES_PER_BIN[estimator]
     n = n if samples_per_bin is None else samples_per_bin
     extra = {
         "estimator": estimator,
@@ -464,11 +466,13 @@ def estimate_affinity(
 
     def compute() -> AffinityEstimate:
         trained = training_snapshots(cfg, steps)
-        schedule = schedule_from_config(cfg)
-        eval_set = make_eval_set(
+        device = device_from_config(cfg)  # drawn on the CPU, estimated on the run's device
+        schedule = schedule_from_config(cfg).to(device)
+        drawn = make_eval_set(
             dataset_from_config(cfg), cfg.diffusion.num_timesteps, num_bins, n, seed=cfg.seed
         )
-        model = model_from_config(cfg)
+        eval_set = EvalSet(drawn.x0.to(device), drawn.noise.to(device), drawn.t.to(device))
+        model = model_from_config(cfg).to(device)
         prediction = cfg.diffusion.prediction
         vectors_fit = max(2, memory_bytes // (4 * num_parameters(model)))
         block = min(_block_size(None, eval_set), max(1, vectors_fit // 2))
@@ -484,7 +488,7 @@ def estimate_affinity(
             else:
                 matrix = lookahead_affinity(model, schedule, eval_set, lr, block, prediction)
             matrices.append(matrix)
-            losses.append(bin_losses(model, schedule, eval_set, prediction).numpy())
+            losses.append(bin_losses(model, schedule, eval_set, prediction).cpu().numpy())
         seconds = time.perf_counter() - start
         return AffinityEstimate(estimator, steps, np.stack(matrices), np.stack(losses), seconds)
 

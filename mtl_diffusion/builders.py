@@ -84,7 +84,13 @@ def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:
                 'config_overrides="data.path=/data/ffhq"); or use data.name=digits'
             )
         return load_dataset(
-            "folder", split, path=d.path, image_size=d.image_size, channels=d.channels
+            "folder",
+            split,
+            path=d.path,
+            image_size=d.image_size,
+            channels=d.channels,
+            test_fraction=d.test_fraction,
+            max_images=d.max_images,
         )
     return load_dataset(d.name, split)
 

@@ -26,6 +26,8 @@ class DataConfig:
     path: str = ""  # image folder when name == "folder"
     image_size: int = 8
     channels: int = 1
+    test_fraction: float = 0.1  # folder: share of the images held out as the test split
+    max_images: int = 0  # folder: use only the first this many files (0: all), for quick checks
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class EvalConfig:
     sampler: str = "ddim"  # ddim | ddpm
     sampling_steps: int = 50  # DDIM steps (DDPM always uses all timesteps)
     eta: float = 0.0
+    feature_net: str = ""  # folder data: a torch.export (.pt2) or TorchScript file of features
+    pixel_size: int = 16  # pixel metrics on images area-downsampled to at most this side
 
 
 @dataclass(frozen=True)
@@ -150,6 +154,32 @@ CHOICES: dict[str, tuple[str, ...]] = {
 }
 TOY_NAMES = ("8gaussians", "moons", "swissroll", "checkerboard")
 
+# GPU, paper-like: an image folder, ADM-sized U-Net or DiT, long runs.
+PAPER: dict[str, Any] = {
+    "data.name": "folder",
+    "data.image_size": 64,
+    "data.channels": 3,
+    "model.base_channels": 128,
+    "model.channel_mults": (1, 2, 3, 4),
+    "model.num_res_blocks": 2,
+    "model.attention_levels": (2, 3),
+    "model.dropout": 0.1,
+    "model.hidden_size": 768,
+    "model.depth": 12,
+    "model.num_heads": 8,  # divides the U-Net widths 256, 384, 512 and the DiT width 768
+    "model.patch_size": 4,
+    "train.steps": 400_000,
+    "train.batch_size": 64,
+    "train.lr": 1e-4,
+    "train.ema_decay": 0.9999,
+    "train.checkpoint_every": 5_000,
+    "train.eval_every": 50_000,
+    "train.log_every": 100,
+    "train.device": "cuda",
+    "eval.num_samples": 10_000,
+    "eval.sampling_steps": 100,
+}
+
 PROFILES: dict[str, dict[str, Any]] = {
     # Seconds: proves every code path; what CI runs for every notebook.
     "smoke": {
@@ -165,32 +195,45 @@ PROFILES: dict[str, dict[str, Any]] = {
     },
     # Minutes on a 2-core laptop: the default a reader gets.
     "cpu": {},
-    # GPU, paper-like: an image folder, ADM-sized U-Net, long runs.
-    "paper": {
-        "data.name": "folder",
-        "data.image_size": 64,
-        "data.channels": 3,
-        "model.base_channels": 128,
-        "model.channel_mults": (1, 2, 3, 4),
-        "model.num_res_blocks": 2,
-        "model.attention_levels": (2, 3),
-        "model.dropout": 0.1,
-        "model.hidden_size": 768,
-        "model.depth": 12,
-        "model.num_heads": 8,  # divides the U-Net widths 256, 384, 512 and the DiT width 768
-        "model.patch_size": 4,
-        "train.steps": 400_000,
-        "train.batch_size": 64,
-        "train.lr": 1e-4,
-        "train.ema_decay": 0.9999,
-        "train.checkpoint_every": 5_000,
-        "train.eval_every": 50_000,
-        "train.log_every": 100,
-        "train.device": "cuda",
-        "eval.num_samples": 10_000,
-        "eval.sampling_steps": 100,
+    "paper": PAPER,
+    # Seconds on a CPU: the paper profile's code path (image folder, RGB, metrics without the
+    # digits classifier) with tiny models; what CI runs besides smoke. Needs data.path too.
+    "paper-smoke": {
+        **PAPER,
+        "data.image_size": 16,
+        "model.base_channels": 16,
+        "model.channel_mults": (1, 2),
+        "model.num_res_blocks": 1,
+        "model.attention_levels": (1,),
+        "model.hidden_size": 64,
+        "model.depth": 2,
+        "model.num_heads": 4,
+        "train.steps": 6,
+        "train.batch_size": 16,
+        "train.checkpoint_every": 3,
+        "train.eval_every": 3,
+        "train.log_every": 1,
+        "train.device": "cpu",
+        "eval.num_samples": 48,
+        "eval.sampling_steps": 5,
     },
 }
+SMOKE_PROFILES = ("smoke", "paper-smoke")
+
+
+def is_smoke(profile: str) -> bool:
+    """Smoke profiles prove a code path in seconds; notebooks assert shapes and finiteness only."""
+    return profile in SMOKE_PROFILES
+
+
+def by_profile(values: Mapping[str, Any], profile: str) -> Any:
+    """A notebook's per-profile setting: ``values[profile]``; a smoke profile without an entry
+    of its own takes the "smoke" one."""
+    if profile in values:
+        return values[profile]
+    if is_smoke(profile) and "smoke" in values:
+        return values["smoke"]
+    raise ConfigError(f"no setting for profile {profile!r}; known: {sorted(values)}")
 
 
 class ConfigError(ValueError):
@@ -230,7 +273,7 @@ def replicate_seeds(profile: str, seed: int, num_seeds: int = 0) -> list[int]:
     """``seed, seed + 1, ...``: ``num_seeds`` of them, or by default 1 under smoke, else 3."""
     if num_seeds < 0:
         raise ConfigError(f"num_seeds must be >= 0 (0: the profile default), got {num_seeds}")
-    return list(range(seed, seed + (num_seeds or (1 if profile == "smoke" else 3))))
+    return list(range(seed, seed + (num_seeds or (1 if is_smoke(profile) else 3))))
 
 
 def parse_overrides(text: str) -> dict[str, Any]:
@@ -289,6 +332,12 @@ def validate(config: Config) -> None:
         section, field_name = key.split(".")
         if getattr(getattr(config, section), field_name) <= 0:
             raise ConfigError(f"{key} must be positive")
+    if not 0.0 < config.data.test_fraction < 1.0:
+        raise ConfigError("data.test_fraction must be in (0, 1)")
+    if config.data.max_images < 0:
+        raise ConfigError("data.max_images must be >= 0 (0: every image)")
+    if config.eval.pixel_size < 1:
+        raise ConfigError("eval.pixel_size must be positive")
     if not 0.0 <= config.train.ema_decay < 1.0:
         raise ConfigError("train.ema_decay must be in [0, 1)")
     T = config.diffusion.num_timesteps

@@ -24,6 +24,7 @@ TOY_SEEDS = {"train": 0, "test": 1}
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
 GAUSSIANS_RADIUS = 1.0
 GAUSSIANS_STD = 0.1
+FOLDER_SPLIT_SEED = 0
 
 
 def _check_split(split: str) -> None:
@@ -119,31 +120,78 @@ def _load_image(file: Path, image_size: int, mode: str) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def load_image_folder(
-    path: str | Path, image_size: int, channels: int = 3, limit: int | None = None
-) -> torch.Tensor:
-    """Every png/jpg/jpeg/webp under ``path`` (recursive, sorted by path), centre-cropped to a
-    square and resized (bicubic) to (N, channels, image_size, image_size) float32 in [-1, 1]."""
-    path = Path(path)
-    if not path.is_dir():
-        raise ValueError(f"path must be an existing folder of images, got {str(path)!r}")
+def _load_files(files: list[Path], image_size: int, channels: int) -> torch.Tensor:
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     if image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit must be None or a positive integer, got {limit}")
-    files = _image_files(path)[:limit]
-    if not files:
-        raise ValueError(f"path {str(path)!r} holds no images with suffix in {IMAGE_SUFFIXES}")
     mode = "L" if channels == 1 else "RGB"
     stack = np.stack([_load_image(f, image_size, mode) for f in files])
     return torch.from_numpy(stack / 127.5 - 1.0).float()
 
 
+def _folder_files(path: str | Path) -> list[Path]:
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"path must be an existing folder of images, got {str(path)!r}")
+    files = _image_files(path)
+    if not files:
+        raise ValueError(f"path {str(path)!r} holds no images with suffix in {IMAGE_SUFFIXES}")
+    return files
+
+
+def load_image_folder(
+    path: str | Path, image_size: int, channels: int = 3, limit: int | None = None
+) -> torch.Tensor:
+    """Every png/jpg/jpeg/webp under ``path`` (recursive, sorted by path), centre-cropped to a
+    square and resized (bicubic) to (N, channels, image_size, image_size) float32 in [-1, 1]."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be None or a positive integer, got {limit}")
+    return _load_files(_folder_files(path)[:limit], image_size, channels)
+
+
+def folder_split_files(
+    path: str | Path, split: str, test_fraction: float = 0.1, max_images: int = 0
+) -> list[Path]:
+    """The files of one split of an image folder, sorted by path.
+
+    Of the first ``max_images`` files (0: all), a fixed draw (seed FOLDER_SPLIT_SEED) of
+    round(test_fraction * N) files, at least one, is the test split; the others are train.
+    """
+    _check_split(split)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    if max_images < 0:
+        raise ValueError(f"max_images must be >= 0 (0: every image), got {max_images}")
+    files = _folder_files(path)[: max_images or None]
+    num_test = max(1, round(test_fraction * len(files)))
+    if num_test >= len(files):
+        raise ValueError(
+            f"path {str(path)!r} has {len(files)} images: too few for a train and a test split "
+            f"with test_fraction={test_fraction}"
+        )
+    rng = np.random.default_rng(FOLDER_SPLIT_SEED)
+    is_test = np.zeros(len(files), dtype=bool)
+    is_test[rng.permutation(len(files))[:num_test]] = True
+    return [f for f, test in zip(files, is_test, strict=True) if test == (split == "test")]
+
+
+def load_folder_split(
+    path: str | Path,
+    split: str,
+    image_size: int,
+    channels: int = 3,
+    test_fraction: float = 0.1,
+    max_images: int = 0,
+) -> torch.Tensor:
+    """One split of an image folder (see ``folder_split_files``) as in ``load_image_folder``."""
+    files = folder_split_files(path, split, test_fraction, max_images)
+    return _load_files(files, image_size, channels)
+
+
 def load_dataset(name: str, split: str = "train", **kw) -> torch.Tensor:
     """Dispatch by name: "digits"; "toy:<name>" (kw: n, default 20,000; a fixed seed per split);
-    "folder" (kw of ``load_image_folder``; the folder is the split, so only split="train")."""
+    "folder" (kw of ``load_folder_split``: a fixed held-out share of the folder is "test")."""
     _check_split(split)
     if name == "digits":
         if kw:
@@ -156,10 +204,6 @@ def load_dataset(name: str, split: str = "train", **kw) -> torch.Tensor:
         g = torch.Generator().manual_seed(TOY_SEEDS[split])
         return toy_2d(name.removeprefix("toy:"), kw.get("n", TOY_SIZE), g)
     if name == "folder":
-        if split != "train":
-            raise ValueError(
-                "split must be 'train' for folder datasets; pass the test folder as path"
-            )
-        return load_image_folder(**kw)
+        return load_folder_split(split=split, **kw)
     allowed = ["digits", "folder"] + [f"toy:{t}" for t in TOYS]
     raise ValueError(f"name must be one of {allowed}, got {name!r}")

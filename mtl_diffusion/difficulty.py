@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from mtl_diffusion.clustering import Interval, validate_intervals
-from mtl_diffusion.diffusion import Schedule, per_sample_loss
+from mtl_diffusion.diffusion import Schedule, model_device, per_sample_loss
 from mtl_diffusion.train import Trainer
 
 # --- 1. convergence speed of each interval's loss --------------------------------------------
@@ -51,8 +51,11 @@ def interval_losses(
     batch_size: int = 1024,
 ) -> np.ndarray:
     """Mean held-out loss per interval, shape (k,): every data point once per interval, at a t
-    uniform in the interval. The t and the noise depend only on `seed` (common random numbers)."""
+    uniform in the interval. The t and the noise depend only on `seed` (common random numbers);
+    drawn on the CPU, they move to the model's device with the data, batch by batch."""
     pairs = validate_intervals(intervals, schedule.T)
+    device = model_device(model)
+    schedule = schedule.to(device)
     generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
@@ -63,7 +66,8 @@ def interval_losses(
         total = 0.0
         for i in range(0, len(data), batch_size):
             part = slice(i, i + batch_size)
-            losses = per_sample_loss(model, schedule, data[part], t[part], noise[part], prediction)
+            inputs = (tensor[part].to(device) for tensor in (data, t, noise))
+            losses = per_sample_loss(model, schedule, *inputs, prediction)
             total += float(losses.double().sum())
         result.append(total / len(data))
     model.train(was_training)

@@ -8,17 +8,27 @@ Index t here is step t + 1 of the DDPM paper (whose steps run 1..T).
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 SCHEDULES = ("linear", "cosine")
 PREDICTIONS = ("eps", "x0", "v")
 
 Model = Callable[[Tensor, Tensor], Tensor]
+
+
+def model_device(model: Model) -> torch.device:
+    """Where a denoiser computes: its first parameter's (or buffer's) device; the CPU for a
+    plain callable or a module without tensors."""
+    if isinstance(model, nn.Module):
+        for tensor in itertools.chain(model.parameters(), model.buffers()):
+            return tensor.device
+    return torch.device("cpu")
 
 
 def check_prediction(prediction: str) -> None:

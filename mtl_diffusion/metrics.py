@@ -1,16 +1,11 @@
-"""Sample-quality metrics: Frechet distance, unbiased KID, k-NN precision/recall, and
-``evaluate_samples`` for digits against the held-out split (features from ``features.py``)."""
+"""Sample-quality metrics on feature arrays: Frechet distance, unbiased KID, k-NN
+precision/recall (``evaluation.py`` applies them to generated images)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import lru_cache
 
 import numpy as np
-import torch
-
-from mtl_diffusion.data import SPLITS, load_digits_split
-from mtl_diffusion.features import digit_features
 
 KID_SUBSET_SIZE = 200
 KID_SUBSETS = 100
@@ -147,35 +142,3 @@ def precision_recall(
     precision = _covered(fake, real, _knn_radii_sq(real, k))
     recall = _covered(real, fake, _knn_radii_sq(fake, k))
     return precision, recall
-
-
-@lru_cache(maxsize=len(SPLITS))
-def _reference(split: str) -> tuple[np.ndarray, np.ndarray]:
-    images = load_digits_split(split)
-    return digit_features(images), images.flatten(1).double().numpy()
-
-
-def evaluate_samples(samples: torch.Tensor, reference: str = "test") -> dict[str, float]:
-    """Metrics of digit samples (N, 1, 8, 8), clamped to [-1, 1], against a real digits split.
-
-    fd: Frechet distance on classifier features; fd_pixel: Frechet distance on the 64 raw pixels;
-    kid, kid_std: KID on features (subsets of min(200, N, reference size)); precision, recall:
-    k-NN (k = 3) manifolds on features.
-    """
-    if reference not in SPLITS:
-        raise ValueError(f"reference must be one of {SPLITS}, got {reference!r}")
-    ref_feats, ref_pixels = _reference(reference)
-    feats = digit_features(samples)
-    pixels = samples.detach().to("cpu", torch.float64).clamp(-1.0, 1.0).flatten(1).numpy()
-    kid_mean, kid_std = kid(
-        ref_feats, feats, subset_size=min(KID_SUBSET_SIZE, len(feats), len(ref_feats))
-    )
-    precision, recall = precision_recall(ref_feats, feats)
-    return {
-        "fd": frechet_distance(ref_feats, feats),
-        "fd_pixel": frechet_distance(ref_pixels, pixels),
-        "kid": kid_mean,
-        "kid_std": kid_std,
-        "precision": precision,
-        "recall": recall,
-    }

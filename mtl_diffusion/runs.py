@@ -20,7 +20,7 @@ from torch import nn
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
 from mtl_diffusion.cache import cache_key, load_or_compute
 from mtl_diffusion.config import Config
-from mtl_diffusion.diffusion import Model
+from mtl_diffusion.diffusion import Model, model_device
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import environment
@@ -61,15 +61,16 @@ def generate(
     *,
     seed: int = EVAL_NOISE_SEED,
     progress_bar: bool = False,
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Draw `n` samples (on the CPU) with the configured sampler, from fixed initial noise, on
-    the device of the module's parameters.
+    """Draw `n` samples (returned on the CPU) with the configured sampler, from fixed initial
+    noise, on `device` (default: the module's, or the CPU for a callable).
 
     `model` is a denoiser module (in eval mode while sampling) or any `denoise(x_t, t)` callable,
     such as a `piecewise_denoiser` over modules the caller has put in eval mode.
     """
     module = model if isinstance(model, nn.Module) else None
-    device = next(module.parameters()).device if module is not None else torch.device("cpu")
+    device = model_device(model) if device is None else torch.device(device)
     schedule = schedule_from_config(config)
     noise = initial_noise(config, n, seed).to(device)  # drawn on the CPU: the same on any device
     generator = torch.Generator(device).manual_seed(seed + 1)
@@ -91,13 +92,14 @@ def generate(
 
 
 def sample_evaluator(config: Config) -> Evaluator | None:
-    """Evaluator for training: sample, then compare with held-out data (digits only)."""
-    if config.data.name != "digits":
+    """Evaluator for training: sample, then compare with the held-out split (image data only:
+    digits or an image folder; see ``evaluation.py`` for the metrics' spaces)."""
+    if config.data.name not in ("digits", "folder"):
         return None
-    from mtl_diffusion.metrics import evaluate_samples
+    from mtl_diffusion.evaluation import evaluate as sample_metrics
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        return evaluate_samples(generate(model, config, config.eval.num_samples))
+        return sample_metrics(generate(model, config, config.eval.num_samples), config)
 
     return evaluate
 

@@ -30,7 +30,6 @@ import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import as_completed
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, TypeVar
 
 import numpy as np
@@ -38,14 +37,12 @@ import numpy.typing as npt
 import torch
 from torch import Tensor, nn
 
-from mtl_diffusion.builders import schedule_from_config
+from mtl_diffusion.builders import dataset_from_config, device_from_config, schedule_from_config
 from mtl_diffusion.cache import cache_path, load_or_compute
 from mtl_diffusion.clustering import Interval, validate_intervals
 from mtl_diffusion.config import Config, apply
-from mtl_diffusion.data import load_digits_split
-from mtl_diffusion.diffusion import Model, Schedule, per_sample_loss
-from mtl_diffusion.features import digit_features
-from mtl_diffusion.metrics import frechet_distance
+from mtl_diffusion.diffusion import Model, Schedule, model_device, per_sample_loss
+from mtl_diffusion.evaluation import distances
 from mtl_diffusion.progress import progress
 from mtl_diffusion.runs import (
     EVAL_NOISE_SEED,
@@ -186,7 +183,7 @@ def hybrid_generate(
     for m in modules.values():
         m.eval()
     try:
-        return generate(denoise, config, n, seed=seed)
+        return generate(denoise, config, n, seed=seed, device=model_device(all_task_model))
     finally:
         for key, m in modules.items():
             m.train(modes[key])
@@ -204,23 +201,6 @@ def negative_transfer_gap(
     return a - h if higher_is_better else h - a
 
 
-@lru_cache(maxsize=1)
-def _test_reference() -> tuple[np.ndarray, np.ndarray]:
-    """Classifier features and raw pixels of the held-out test digits."""
-    images = load_digits_split("test")
-    return digit_features(images), images.flatten(1).double().numpy()
-
-
-def sample_quality(samples: Tensor) -> dict[str, float]:
-    """Frechet distance to the test digits: fd (classifier features) and fd_pixel (64 pixels)."""
-    features, pixels = _test_reference()
-    fake = samples.detach().to("cpu", torch.float64).clamp(-1.0, 1.0)
-    return {
-        "fd": frechet_distance(features, digit_features(samples)),
-        "fd_pixel": frechet_distance(pixels, fake.flatten(1).numpy()),
-    }
-
-
 @torch.no_grad()
 def interval_loss(
     model: Model,
@@ -234,7 +214,8 @@ def interval_loss(
 ) -> float:
     """Mean denoising MSE on the fixed images `x0`, each `repeats` times at t uniform in `interval`.
 
-    t and noise come from a generator seeded with `seed`, so every model sees the same inputs.
+    t and noise come from a generator seeded with `seed`, so every model sees the same inputs;
+    they move to the model's device (``diffusion.model_device``), where the loss is computed.
     """
     start, end = (int(v) for v in interval)
     if not 0 <= start <= end < schedule.T:
@@ -245,6 +226,8 @@ def interval_loss(
     x = x0.repeat((repeats,) + (1,) * (x0.ndim - 1))
     t = torch.randint(start, end + 1, (len(x),), generator=generator)
     noise = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+    device = model_device(model)
+    x, t, noise, schedule = x.to(device), t.to(device), noise.to(device), schedule.to(device)
     return float(per_sample_loss(model, schedule, x, t, noise, prediction).mean())
 
 
@@ -285,29 +268,30 @@ def transfer_gaps(
 ) -> TransferResult:
     """Sample the all-task model and the k hybrids; held-out losses on every interval.
 
-    The held-out set is the test digits (fixed t and noise per interval, seeded by the interval
-    index); all samplers start from the same initial noise.
+    The held-out set is the data's test split (fixed t and noise per interval, seeded by the
+    interval index); all samplers start from the same initial noise. Distances as in
+    ``evaluation.distances``.
     """
     start_time = time.perf_counter()
     pairs = validate_intervals(intervals, config.diffusion.num_timesteps)
     if len(specialists) != len(pairs):
         raise ValueError(f"need one specialist per interval ({len(pairs)}), got {len(specialists)}")
     schedule = schedule_from_config(config)
-    test = load_digits_split("test")
+    test = dataset_from_config(config, "test")
     prediction = config.diffusion.prediction
     base = generate(all_task, config, num_samples)
     kept, hybrid = [base[:keep_samples]], []
     loss_full, loss_spec = [], []
     for i, (interval, specialist) in enumerate(zip(pairs, specialists, strict=True)):
         samples = hybrid_generate(all_task, {i: specialist}, pairs, config, num_samples)
-        hybrid.append(sample_quality(samples))
+        hybrid.append(distances(samples, config))
         kept.append(samples[:keep_samples])
         options: dict[str, Any] = {"prediction": prediction, "repeats": loss_repeats, "seed": i}
         loss_full.append(interval_loss(all_task, schedule, test, interval, **options))
         loss_spec.append(interval_loss(specialist, schedule, test, interval, **options))
     return TransferResult(
         intervals=pairs,
-        all_task=sample_quality(base),
+        all_task=distances(base, config),
         hybrid=hybrid,
         loss_all_task=loss_full,
         loss_specialist=loss_spec,
@@ -325,8 +309,9 @@ def measure_transfer(
     pairs = validate_intervals(setup.intervals, config.diffusion.num_timesteps)
 
     def compute() -> TransferResult:
-        full = train_run(config, name, evaluate=False).ema_model()
-        specs = [train_run(c, name, evaluate=False).ema_model() for c in setup.specialists]
+        device = device_from_config(config)
+        full = train_run(config, name, evaluate=False).ema_model(device)
+        specs = [train_run(c, name, evaluate=False).ema_model(device) for c in setup.specialists]
         return transfer_gaps(full, specs, pairs, config, num_samples=n, loss_repeats=loss_repeats)
 
     extra = _measure_extra(setup, n, loss_repeats)

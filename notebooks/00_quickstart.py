@@ -22,7 +22,9 @@
 #
 # **What it measures.** The forward process, the training loss, and the Fréchet distance (FD)
 # between generated and held-out test digits over training, both in the feature space of a small
-# digits classifier (our offline stand-in for Inception features) and in raw pixel space.
+# digits classifier (our offline stand-in for Inception features) and in raw pixel space. On an
+# image folder (the `paper` profiles) the features are those of the network in `eval.feature_net`
+# (e.g. an Inception you exported), else downsampled pixels; the axis labels say which.
 #
 # **How to read the figures.** FD is 0 for identical distributions; real train-vs-test digits
 # score about 0.35 in classifier features (computed below), the floor any model can reach here.
@@ -30,7 +32,7 @@
 # model improving, not the sampler's luck.
 
 # %% tags=["parameters"]
-profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
+profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # training seed
 arch: str = "unet"  # denoiser: unet | dit
 steps: int = 0  # training steps; 0 keeps this notebook's default for the profile
@@ -42,9 +44,8 @@ import numpy as np
 import torch
 
 from mtl_diffusion import config
-from mtl_diffusion.builders import schedule_from_config
-from mtl_diffusion.data import load_digits_split
-from mtl_diffusion.metrics import digit_features, frechet_distance
+from mtl_diffusion.builders import dataset_from_config, schedule_from_config
+from mtl_diffusion.evaluation import distances, feature_label, pixel_label
 from mtl_diffusion.plotting import savefig, set_style, show_images
 from mtl_diffusion.runs import generate, train_run
 
@@ -52,7 +53,9 @@ set_style()
 # What the budget buys: under cpu, 750 steps of the 634k-parameter U-Net at batch 128 with three
 # evaluations (500 samples, DDIM-50) fit in under 5 minutes on one idle core, the first-time
 # training of the feature network (about 75 s) included. The profile's default is 1500 steps.
-SCALE = {"smoke": {}, "cpu": {"train.steps": 750, "train.eval_every": 250}, "paper": {}}[profile]
+SCALE = config.by_profile(
+    {"smoke": {}, "cpu": {"train.steps": 750, "train.eval_every": 250}, "paper": {}}, profile
+)
 overrides = SCALE | {"model.arch": arch} | ({"train.steps": steps} if steps else {})
 overrides |= config.parse_overrides(config_overrides)
 cfg = config.load(profile, overrides, seed=seed)
@@ -68,9 +71,9 @@ print(cfg)
 # an 8x8 digit is no longer recognisable: most of the 1000 tasks denoise images with little signal.
 
 # %%
-test_digits = load_digits_split("test")
+test_x = dataset_from_config(cfg, "test")  # the held-out split (digits: 450 images)
 shown_t = [0, 50, 100, 200, 400, 600, 800, 999]
-x0 = test_digits[:6]
+x0 = test_x[:6]
 generator = torch.Generator().manual_seed(seed)
 rows = []
 for t_value in shown_t:
@@ -103,8 +106,8 @@ print(f"{cfg.train.steps} steps in {history.seconds:.0f} s "
       f"({cfg.train.steps / max(history.seconds, 1e-9):.1f} steps/s, evaluation excluded)")
 
 # %%
-train_x, test_x = load_digits_split("train"), test_digits
-real_fd = frechet_distance(digit_features(train_x), digit_features(test_x))
+train_x = dataset_from_config(cfg)
+real_fd = distances(train_x[: max(len(test_x), 2000)], cfg)["fd"]  # digits: all 1,347
 eval_steps, fd = history.eval_series("fd")
 _, fd_pixel = history.eval_series("fd_pixel")
 
@@ -117,8 +120,8 @@ ax_loss.plot(history.steps, losses, alpha=0.3, lw=0.8, label="per step")
 ax_loss.plot(history.steps[window - 1 :], smooth, label=f"mean of {window}")
 ax_loss.set(xlabel="training step", ylabel="epsilon MSE", yscale="log", title="training loss")
 ax_loss.legend()
-ax_fd.plot(eval_steps, fd, "o-", label="classifier features")
-ax_fd.plot(eval_steps, fd_pixel, "s--", label="raw pixels")
+ax_fd.plot(eval_steps, fd, "o-", label=f"{feature_label(cfg)} FD")
+ax_fd.plot(eval_steps, fd_pixel, "s--", label=f"{pixel_label(cfg)} FD")
 ax_fd.axhline(real_fd, color="grey", ls=":", label=f"real train vs test ({real_fd:.2f})")
 ax_fd.set(xlabel="training step", ylabel="Fréchet distance", yscale="log",
           title=f"sample quality ({cfg.eval.num_samples} samples, {cfg.eval.sampler.upper()}-"
@@ -130,14 +133,14 @@ for e in history.evals:
     print({k: round(v, 3) for k, v in e.items()})
 
 # %% [markdown]
-# ## Samples from the EMA model, next to real test digits
+# ## Samples from the EMA model, next to real test images
 
 # %%
 model = run.ema_model()
 samples = generate(model, cfg, 100)
 fig, (ax_fake, ax_real) = plt.subplots(1, 2, figsize=(10, 5))
 show_images(ax_fake, samples, nrow=10, title=f"generated (step {cfg.train.steps}, FD {fd[-1]:.2f})")
-show_images(ax_real, test_x[:100], nrow=10, title="real test digits")
+show_images(ax_real, test_x[:100], nrow=10, title="real test images")
 fig.tight_layout()
 savefig(fig, "00_samples", profile)
 
@@ -153,8 +156,8 @@ assert np.isfinite(losses).all(), "training produced a non-finite loss"
 assert samples.shape == (100, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
 assert samples.abs().max() <= 1.0 + 1e-6
 assert len(fd) >= 2 and np.isfinite(fd).all()
-if profile != "smoke":
+if not config.is_smoke(profile):
     assert fd[-1] < 0.5 * fd[0], f"FD did not fall enough: {fd[0]:.2f} -> {fd[-1]:.2f}"
     assert fd_pixel[-1] < fd_pixel[0], (fd_pixel[0], fd_pixel[-1])
-print(f"FD (classifier features): {fd[0]:.2f} at step {eval_steps[0]} -> {fd[-1]:.2f} at step "
+print(f"{feature_label(cfg)} FD: {fd[0]:.2f} at step {eval_steps[0]} -> {fd[-1]:.2f} at step "
       f"{eval_steps[-1]}; real-vs-real floor {real_fd:.2f}")

@@ -50,7 +50,7 @@
 # seed agrees.
 
 # %% tags=["parameters"]
-profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
+profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # first training seed; the replicates use seed, seed + 1, ...
 num_seeds: int = 0  # training seeds; 0 keeps the profile default (smoke 1, else 3)
 steps: int = 0  # all-task training steps; 0 keeps this notebook's default for the profile
@@ -67,6 +67,7 @@ import torch
 
 from mtl_diffusion import config
 from mtl_diffusion.clustering import timestep_clusters
+from mtl_diffusion.evaluation import feature_label, pixel_label
 from mtl_diffusion.plotting import savefig, set_style, show_images
 from mtl_diffusion.transfer import (
     MATCHINGS,
@@ -82,7 +83,7 @@ set_style()
 NAME = "negative_transfer"
 # What the budget buys: under cpu a 150k-parameter U-Net (base 16) and 500 all-task steps, so
 # that 3 seeds x (1 all-task + 10 specialists + 3 MTL runs) fit the 20-minute budget on 2 cores.
-SCALE = {
+SCALE = config.by_profile({
     "smoke": {
         "train.steps": 10,
         "train.batch_size": 32,
@@ -98,11 +99,11 @@ SCALE = {
         "train.eval_every": 0,
     },
     "paper": {},
-}[profile]
+}, profile)
 SCALE = config.notebook_overrides(SCALE, steps, config_overrides)
 seeds = config.replicate_seeds(profile, seed, num_seeds)
-workers = 1 if profile == "smoke" else jobs  # spawning workers costs more than smoke runs
-loss_repeats = 1 if profile == "smoke" else 4  # held-out loss: each test digit this many times
+workers = 1 if config.is_smoke(profile) else jobs  # workers cost more than smoke runs
+loss_repeats = 1 if config.is_smoke(profile) else 4  # held-out loss: repeats per test image
 ant_methods = [m for m in methods.split(",") if m]
 LABELS = {"vanilla": "vanilla", "uw": "UW", "pcgrad": "PCGrad", "nash": "NashMTL"}
 
@@ -185,7 +186,7 @@ x = np.arange(len(intervals))
 fig, axes = plt.subplots(1, 4, figsize=(17, 4))
 axes[0].bar(x, PAPER_ADM_NTG, color="grey")
 axes[0].set(title="paper: ADM (FID)", ylabel="NTG")
-panels = [("fd", "ours: NTG, classifier-feature FD"), ("fd_pixel", "ours: NTG, pixel FD"),
+panels = [("fd", f"ours: NTG, {feature_label(cfg)} FD"), ("fd_pixel", f"ours: NTG, {pixel_label(cfg)} FD"),
           ("loss", "ours: held-out loss gap (relative)")]
 width = 0.38
 for ax, (key, title) in zip(axes[1:], panels):
@@ -234,7 +235,7 @@ axes[2].bar(names, means, yerr=[all_task_fd[v].std() for v in steps_variants], c
             color=[f"C{j}" for j in range(len(steps_variants))], alpha=0.8)
 for j, v in enumerate(steps_variants):
     axes[2].plot([j] * len(seeds), all_task_fd[v], "o", color="black", ms=3)
-axes[2].set(title="all-task model FD (features)", ylabel="FD")
+axes[2].set(title=f"all-task model {feature_label(cfg)} FD", ylabel="FD")
 if not ant_methods:
     fig.suptitle("MTL methods left out (methods='')", color="red")
 fig.tight_layout()

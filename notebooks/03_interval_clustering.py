@@ -36,7 +36,7 @@
 # and log-SNR boundaries for the same $k$.
 
 # %% tags=["parameters"]
-profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
+profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # training seed of notebook 01 (the same value reuses its cached affinity)
 num_bins: int = 0  # affinity bins as in notebook 01; 0: 20 (10 under smoke)
 steps: int = 0  # training steps as in notebook 01; 0 keeps the profile's default

@@ -48,7 +48,7 @@
 # deviations; otherwise it is within noise. This rule was fixed before the numbers were seen.
 
 # %% tags=["parameters"]
-profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
+profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # first training seed; the replicates use seed, seed + 1, ...
 num_seeds: int = 0  # training seeds per cell; 0 keeps the profile default (smoke 1, else 3)
 steps: int = 0  # training steps per run; 0 keeps this notebook's default for the profile
@@ -65,6 +65,7 @@ import numpy as np
 from mtl_diffusion import config
 from mtl_diffusion.affinity import precompute_affinity, task_affinity
 from mtl_diffusion.builders import schedule_from_config
+from mtl_diffusion.evaluation import feature_label, pixel_label
 from mtl_diffusion.plotting import savefig, set_style, show_images
 from mtl_diffusion.runs import generate, train_many
 from mtl_diffusion.timesteps import clusters_from_config
@@ -77,7 +78,7 @@ set_style()
 # EMA has no warm-up, so at 0.995 the zero-output initial weights would still carry
 # 0.995^500 = 8 % of the evaluated model.
 # Smoke proves the code path only.
-SCALE = {
+SCALE = config.by_profile({
     "smoke": {
         "train.steps": 4,
         "train.eval_every": 2,
@@ -94,10 +95,10 @@ SCALE = {
         "eval.sampling_steps": 20,
     },
     "paper": {},
-}[profile]
+}, profile)
 SCALE = config.notebook_overrides(SCALE, steps, config_overrides)
 seeds = config.replicate_seeds(profile, seed, num_seeds)
-workers = 1 if profile == "smoke" else jobs  # spawning workers costs more than smoke runs
+workers = 1 if config.is_smoke(profile) else jobs  # workers cost more than smoke runs
 METHODS = {"UW": "uw", "PCGrad": "pcgrad", "Nash": "nash"}
 CLUSTERINGS = ("timestep", "snr", "affinity")
 CELLS = {
@@ -201,7 +202,8 @@ print(f"{len(results)} runs ready in {wall:.0f} s wall ({train_seconds:.0f} s of
       "the workers, evaluation excluded; step-time ratios: benchmarks/bench_mtl.py)")
 
 print(f"\nfinal metrics at step {eval_steps[-1]}: mean ± sd over seeds {seeds}")
-header = ("pixel FD", "classifier FD", "KID x 1e3", "precision", "recall")
+FD_LABELS = {"fd_pixel": f"{pixel_label(cfg)} FD", "fd": f"{feature_label(cfg)} FD"}
+header = (*FD_LABELS.values(), "KID x 1e3", "precision", "recall")
 print(f"{'cell':18s} " + " ".join(f"{h:>15s}" for h in header))
 for cell in CELLS:
     row = [f"{final[cell][m].mean() * f:6.3f} ± {sd[cell][m] * f:5.3f}"
@@ -216,7 +218,7 @@ for cell in CELLS:
 # %%
 cells = list(CELLS)
 fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
-for ax, (metric, label) in zip(axes, [("fd_pixel", "pixel FD"), ("fd", "classifier FD")],
+for ax, (metric, label) in zip(axes, FD_LABELS.items(),
                                strict=True):
     base, spread = final["vanilla"][metric].mean(), sd["vanilla"][metric]
     ax.axhspan(base - spread, base + spread, color="grey", alpha=0.2)
@@ -240,7 +242,7 @@ savefig(fig, "04_ant_table", profile)
 
 # %%
 fig, axes = plt.subplots(2, len(METHODS), figsize=(15, 7.5), sharex=True, sharey="row")
-for row, (metric, label) in enumerate([("fd_pixel", "pixel FD"), ("fd", "classifier FD")]):
+for row, (metric, label) in enumerate(FD_LABELS.items()):
     for col, method in enumerate(METHODS):
         ax = axes[row, col]
         mean, spread = curves["vanilla"][metric].mean(0), curves["vanilla"][metric].std(0)
@@ -267,7 +269,7 @@ savefig(fig, "04_ant_convergence", profile)
 # steps, constant in between). Seed-0 runs; cluster 1 holds the lowest timesteps.
 
 # %%
-window = 25 if profile != "smoke" else 1
+window = 1 if config.is_smoke(profile) else 25
 fig, axes = plt.subplots(2, len(CLUSTERINGS), figsize=(15, 7), sharex=True)
 uw_end, uw_optimum = {}, {}
 for col, clustering in enumerate(CLUSTERINGS):
@@ -305,7 +307,7 @@ fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
 for ax, cell in zip(axes.flat, shown, strict=True):
     run = results[cell, seeds[0]]
     show_images(ax, generate(run.ema_model(), run.config, 40), nrow=8,
-                title=f"{cell}: pixel FD {final[cell]['fd_pixel'][0]:.2f}")
+                title=f"{cell}: {FD_LABELS['fd_pixel']} {final[cell]['fd_pixel'][0]:.2f}")
 fig.tight_layout()
 savefig(fig, "04_ant_samples", profile)
 
@@ -389,7 +391,7 @@ for (cell, s), run in results.items():
     k = num_clusters if CELLS[cell] and "mtl.method" in CELLS[cell] else 1
     assert all(len(w) == k for w in run.history.method_weights), (cell, s)
 assert all((w > 0).all() for w in uw_end.values())
-if profile != "smoke":
+if not config.is_smoke(profile):
     for cell in CELLS:
         for metric in ("fd_pixel", "fd"):
             first, last = curves[cell][metric].mean(0)[[0, -1]]

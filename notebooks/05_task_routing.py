@@ -43,7 +43,7 @@
 # deviation of the two; otherwise we report it as within noise.
 
 # %% tags=["parameters"]
-profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
+profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # first training seed; the replicates use seed, seed + 1, ...
 num_seeds: int = 0  # training seeds per variant; 0 keeps the profile default (smoke 1, else 3)
 steps: int = 0  # training steps per run; 0 keeps this notebook's default for the profile
@@ -61,6 +61,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mtl_diffusion import config
+from mtl_diffusion.evaluation import feature_label, pixel_label
 from mtl_diffusion.plotting import savefig, set_style, show_images
 from mtl_diffusion.routing import dtr_mask, random_mask
 from mtl_diffusion.runs import generate, train_many
@@ -72,7 +73,7 @@ set_style()
 # 0.99: the trainer's EMA has no warm-up, so at 0.995 the initial (zero-output) weights would
 # still carry 0.995^600 = 5 % of the evaluated model.
 # Smoke only proves the code path.
-SCALE = {
+SCALE = config.by_profile({
     "smoke": {
         "train.steps": 4,
         "train.eval_every": 2,
@@ -89,10 +90,10 @@ SCALE = {
         "eval.sampling_steps": 20,
     },
     "paper": {},
-}[profile]
+}, profile)
 SCALE = config.notebook_overrides(SCALE, steps, config_overrides)
 seeds = config.replicate_seeds(profile, seed, num_seeds)
-workers = 1 if profile == "smoke" else jobs  # spawning workers costs more than smoke runs
+workers = 1 if config.is_smoke(profile) else jobs  # workers cost more than smoke runs
 routing = {"model.routing_beta": beta, "model.routing_alpha": alpha}
 VARIANTS = {
     "vanilla": {"model.routing": "none"},
@@ -227,7 +228,8 @@ speed = {key: np.mean([cfg.train.steps / results[(*key, s)].history.seconds for 
 sd = {key: {m: v.std(ddof=min(1, len(v) - 1)) for m, v in final[key].items()} for key in runs}
 
 print(f"final metrics at step {eval_steps[-1]}: mean ± sd over seeds {seeds}")
-print(f"{'arch':5s} {'variant':15s} {'pixel FD':>15s} {'classifier FD':>15s} "
+FD_LABELS = {"fd_pixel": f"{pixel_label(cfg)} FD", "fd": f"{feature_label(cfg)} FD"}
+print(f"{'arch':5s} {'variant':15s} {FD_LABELS['fd_pixel']:>15s} {FD_LABELS['fd']:>15s} "
       f"{'KID x 1e3':>15s} {'steps/s':>8s}")
 for key in runs:
     row = [f"{final[key][m].mean() * f:7.3f} ± {sd[key][m] * f:5.3f}"
@@ -241,7 +243,7 @@ for key in runs:
 fig, axes = plt.subplots(2, 3, figsize=(15, 7.5), sharex=True)
 for row, arch in enumerate(archs):
     for col, (metric, label) in enumerate(
-        [("fd_pixel", "pixel FD"), ("fd", "classifier-feature FD"), ("kid", "KID")]
+        [*FD_LABELS.items(), ("kid", "KID")]
     ):
         ax = axes[row, col]
         for name in VARIANTS:
@@ -264,7 +266,8 @@ for row, arch in enumerate(archs):
     for col, name in enumerate(VARIANTS):
         run = results[arch, name, seeds[0]]
         show_images(axes[row, col], generate(run.ema_model(), run.config, 40), nrow=8,
-                    title=f"{arch} {name}: pixel FD {final[arch, name]['fd_pixel'][0]:.2f}")
+                    title=f"{arch} {name}: {FD_LABELS['fd_pixel']} "
+                          f"{final[arch, name]['fd_pixel'][0]:.2f}")
 fig.tight_layout()
 savefig(fig, "05_task_routing_samples", profile)
 
@@ -289,8 +292,7 @@ for metric in ("fd_pixel", "fd"):
         print(f"{weighting:10s} {cells[0]:>16s} {cells[1]:>16s}")
 table_rows = [name for pair in weightings.values() for name in pair]
 fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
-panels = [("fd_pixel", "pixel FD"), ("fd", "classifier-feature FD")]
-for ax, (metric, label) in zip(axes, panels, strict=True):
+for ax, (metric, label) in zip(axes, FD_LABELS.items(), strict=True):
     for i, name in enumerate(table_rows):
         values = final[table_arch, name][metric]
         ax.bar(i, values.mean(), color="C1" if "DTR" in name else "C0", alpha=0.7)
@@ -387,7 +389,7 @@ assert all(mask.shape == (T, C) and (mask.sum(1) == active).all() for mask in ma
 assert all(np.isfinite(v).all() for key in runs for v in final[key].values())
 assert max(np.abs(measured[n] - closed[n]).max() for n in alphas) < 0.05
 assert max(np.abs(measured_local[n] - closed_local[n]).max() for n in alphas) < 0.05
-if profile != "smoke":
+if not config.is_smoke(profile):
     for key in runs:
         first, last = curves[key]["fd_pixel"].mean(0)[[0, -1]]
         assert last < first, f"{key}: pixel FD did not fall ({first:.3f} -> {last:.3f})"

@@ -39,7 +39,7 @@
 # patience-paced run's stage changes.
 
 # %% tags=["parameters"]
-profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (GPU)
+profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # first training seed; seeds seed, seed + 1, ... are used
 num_seeds: int = 0  # training seeds per arm; 0 keeps this notebook's profile default
 steps: int = 0  # training steps per run; 0 keeps this notebook's profile default
@@ -60,7 +60,7 @@ from mtl_diffusion.builders import dataset_from_config, schedule_from_config
 from mtl_diffusion.cache import load_or_compute
 from mtl_diffusion.clustering import timestep_clusters
 from mtl_diffusion.curriculum import transitions_from_losses
-from mtl_diffusion.data import gaussian_mixture_8, load_dataset, load_digits_split
+from mtl_diffusion.data import gaussian_mixture_8, load_dataset
 from mtl_diffusion.difficulty import (
     GaussianMixture,
     convergence_curves,
@@ -68,21 +68,23 @@ from mtl_diffusion.difficulty import (
     interval_means,
     mixture_marginal_kl,
 )
+from mtl_diffusion.evaluation import feature_label, pixel_label
 from mtl_diffusion.plotting import savefig, set_style
 from mtl_diffusion.runs import train_many
 from mtl_diffusion.train import Trainer
 
 set_style()
 # this notebook's scale per profile (the cpu values fit its 20-minute budget on 2 cores)
-scale = {
+scale = config.by_profile({
     "smoke": dict(steps=20, eval_every=10, num_seeds=1, kl_samples=200, kl_stride=50,
-                  snapshots=[0, 10, 20], held_out=64, jobs=1),
+                  snapshots=[0, 10, 20], held_out=64, kl_images=0, jobs=1),
     "cpu": dict(steps=600, eval_every=150, num_seeds=3, kl_samples=1000, kl_stride=10,
-                snapshots=[0, 25, 50, 100, 150, 200, 300, 400, 500, 600], held_out=450, jobs=0),
+                snapshots=[0, 25, 50, 100, 150, 200, 300, 400, 500, 600], held_out=450, kl_images=0,
+                jobs=0),
     "paper": dict(steps=0, eval_every=0, num_seeds=3, kl_samples=4000, kl_stride=5,
                   snapshots=[0, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 400_000],
-                  held_out=0, jobs=0),
-}[profile]
+                  held_out=0, kl_images=2_000, jobs=0),
+}, profile)
 steps = steps or scale["steps"]
 num_seeds = num_seeds or scale["num_seeds"]
 kl_samples = kl_samples or scale["kl_samples"]
@@ -126,38 +128,40 @@ print(f"{steps} steps, {num_seeds} seeds, {num_clusters} clusters; fixed pacing:
 
 # %%
 ts = np.arange(1, T, kl_stride)
-digits_train = load_digits_split("train")
+data_name = "digits" if cfg.data.name == "digits" else "images"
+train_images = dataset_from_config(cfg)[: scale["kl_images"] or None]  # the Diracs
 toy_means, toy_std = gaussian_mixture_8()
 toy = GaussianMixture.isotropic(toy_means, toy_std)
 toy_points = load_dataset("toy:8gaussians").double()
-flat = digits_train.flatten(1).double()
+flat = train_images.flatten(1).double()
 
 
 def kl_curves() -> dict[str, np.ndarray]:
     # the toy has 8 components, the digits 1,347: ten times the samples cost the toy far less
     toy_mc, toy_se = mixture_marginal_kl(schedule, toy, ts, num_samples=10 * kl_samples, seed=seed)
-    dig_mc, dig_se = mixture_marginal_kl(schedule, GaussianMixture.from_data(digits_train), ts,
+    dig_mc, dig_se = mixture_marginal_kl(schedule, GaussianMixture.from_data(train_images), ts,
                                          num_samples=kl_samples, seed=seed)
     return {
         "8-Gaussians (MC, exact densities)": toy_mc, "8-Gaussians se": toy_se,
         "8-Gaussians, Gaussian fit (closed form)": gaussian_marginal_kl(
             schedule, toy_points.mean(0).numpy(), np.cov(toy_points.T.numpy()), ts),
-        "digits as Diracs (MC, exact densities)": dig_mc, "digits se": dig_se,
-        "digits, Gaussian fit (closed form)": gaussian_marginal_kl(
+        f"{data_name} as Diracs (MC, exact densities)": dig_mc, f"{data_name} se": dig_se,
+        f"{data_name}, Gaussian fit (closed form)": gaussian_marginal_kl(
             schedule, flat.mean(0).numpy(), np.cov(flat.T.numpy()), ts),
     }
 
 
 kl = load_or_compute(cfg, kl_curves, name="06_kl",
-                     extra={"ts": ts.tolist(), "samples": kl_samples})
+                     extra={"ts": ts.tolist(), "samples": kl_samples, "images": len(flat)})
 kl_names = [k for k in kl if not k.endswith(" se")]
+DIRACS = f"{data_name} as Diracs (MC, exact densities)"
 kl_per_cluster = {k: interval_means(ts, kl[k], clusters) for k in kl_names}
 for k in kl_names:
     print(f"{k:42s} per cluster (low t -> high t):",
           " ".join(f"{v:.1e}" for v in kl_per_cluster[k]))
 print("largest relative standard error of the MC estimates:",
       f"toy {np.max(kl['8-Gaussians se'] / kl['8-Gaussians (MC, exact densities)']):.3f}, "
-      f"digits {np.max(kl['digits se'] / kl['digits as Diracs (MC, exact densities)']):.3f}")
+      f"{data_name} {np.max(kl[f'{data_name} se'] / kl[DIRACS]):.3f}")
 
 # %% [markdown]
 # ## Difficulty (a): how fast each cluster's loss converges under ordinary training
@@ -167,8 +171,7 @@ print("largest relative standard error of the MC estimates:",
 # time, so the curves move only because the model does.
 
 # %%
-held_out = load_digits_split("test") if cfg.data.name == "digits" else dataset_from_config(cfg)
-held_out = held_out[: scale["held_out"] or 2_000]
+held_out = dataset_from_config(cfg, "test")[: scale["held_out"] or 2_000]
 
 
 def convergence():
@@ -260,8 +263,9 @@ for ax, m in zip(axes, metrics, strict=True):
             for step, _ in patience_transitions[0]:
                 ax.axvline(step, color=line.get_color(), ls=":", lw=0.8)
     ax.axvspan(0, stage_steps * (num_clusters - 1), color="grey", alpha=0.15)
-    ax.set(xlabel="training step", ylabel=m, yscale="log" if m != "kid" else "linear",
-           title=f"{m} (mean over seeds; dots: single seeds)")
+    label = {"fd": f"{feature_label(cfg)} FD", "fd_pixel": f"{pixel_label(cfg)} FD"}.get(m, "KID")
+    ax.set(xlabel="training step", ylabel=label, yscale="log" if m != "kid" else "linear",
+           title=f"{label} (mean over seeds; dots: single seeds)")
 axes[0].legend(fontsize="small")
 fig.tight_layout()
 savefig(fig, "06_curriculum_training", profile)
@@ -324,10 +328,11 @@ assert all(np.isfinite(r.history.losses).all() for rs in runs.values() for r in 
 assert all(np.isfinite(table[n][m]).all() for n in arms for m in metrics)
 assert curves.losses.shape == (len(curves.steps), num_clusters)
 assert all(np.isfinite(kl[k]).all() and (kl[k] >= 0).all() for k in kl_names)
-if profile != "smoke":
-    digits_kl = kl_per_cluster["digits as Diracs (MC, exact densities)"]
-    # (b) the empirical digits change far more per step at low noise than at high noise
-    assert digits_kl[0] > 100 * digits_kl[-1], digits_kl
+if not config.is_smoke(profile):
+    data_kl = kl_per_cluster[DIRACS]
+    # (b) the empirical data change far more per step at low noise than at high noise
+    assert data_kl[0] > 100 * data_kl[-1], data_kl
+if profile == "cpu":  # the findings above, measured at this scale
     # (a) progress: the noisiest cluster finishes its decrease before the least noisy one ...
     assert converge_progress[0] > converge_progress[-1], converge_progress
     assert done[1, 0] < done[1, -1], done[1]

@@ -39,7 +39,7 @@
 # weights (dots: seeds); the grey lines are k-NN on raw pixels and on an untrained encoder.
 
 # %% tags=["parameters"]
-profile: str = "cpu"  # smoke (seconds, CI) | cpu (minutes, laptop) | paper (long CPU runs)
+profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (long) | paper-smoke
 seed: int = 0  # first SSL seed; the runs use seed, seed + 1, ...
 seeds: int = 3  # SSL seeds per method and variant
 methods: str = "simclr,simsiam,vicreg,wmse"  # comma-separated subset
@@ -75,7 +75,7 @@ cfg = config.load(profile, seed=seed)
 base = ssl_config(profile, seed=seed)
 score_cfg = score_network_config(base)
 method_names = [m.strip() for m in methods.split(",") if m.strip()]
-smoke = profile == "smoke"
+smoke = config.is_smoke(profile)
 worker_jobs = jobs or (1 if smoke else None)  # smoke: spawning workers costs more than it saves
 strengths = np.linspace(0.0, 1.0, 6)
 shown_t = sorted({5, base.score_t, 100})

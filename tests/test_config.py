@@ -10,7 +10,7 @@ from mtl_diffusion import config
 from mtl_diffusion.config import ConfigError, load
 
 
-@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper"])
+@pytest.mark.parametrize("profile", ["smoke", "cpu", "paper", "paper-smoke"])
 def test_profiles_load_and_are_frozen(profile: str) -> None:
     cfg = load(profile)
     assert cfg.profile == profile
@@ -105,7 +105,45 @@ def test_notebook_overrides_apply_scale_then_steps_then_the_string() -> None:
     assert config.notebook_overrides(scale, 20)["train.steps"] == 20
 
 
+def test_paper_smoke_is_the_paper_profile_shrunk_onto_the_cpu() -> None:
+    paper, small = load("paper").to_dict(), load("paper-smoke").to_dict()
+    shrunk = {key for key in config.PROFILES["paper-smoke"] if key not in config.PAPER}
+    shrunk |= {k for k, v in config.PROFILES["paper-smoke"].items() if config.PAPER.get(k) != v}
+    for key in config.valid_keys():
+        if key == "seed" or key in shrunk:
+            continue
+        section, name = key.split(".")
+        assert small[section][name] == paper[section][name], key
+    assert small["data"]["name"] == "folder" and small["data"]["channels"] == 3
+    assert small["train"]["device"] == "cpu" and small["train"]["steps"] < 10
+    assert small["model"]["attention_levels"], "the paper path includes attention"
+
+
+def test_smoke_profiles_and_per_profile_settings() -> None:
+    assert [p for p in config.PROFILES if config.is_smoke(p)] == ["smoke", "paper-smoke"]
+    values = {"smoke": 1, "cpu": 2, "paper": 3}
+    picked = [config.by_profile(values, p) for p in ("smoke", "cpu", "paper", "paper-smoke")]
+    assert picked == [1, 2, 3, 1]
+    assert config.by_profile({**values, "paper-smoke": 4}, "paper-smoke") == 4
+    with pytest.raises(ConfigError, match="no setting for profile 'paper'"):
+        config.by_profile({"smoke": 1, "cpu": 2}, "paper")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"data.test_fraction": 1.0}, "data.test_fraction"),
+        ({"data.max_images": -1}, "data.max_images"),
+        ({"eval.pixel_size": 0}, "eval.pixel_size"),
+    ],
+)
+def test_data_and_eval_ranges(overrides: dict, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load("paper", overrides)
+
+
 def test_replicate_seeds() -> None:
+    assert config.replicate_seeds("paper-smoke", 4) == [4]
     assert config.replicate_seeds("smoke", 4) == [4]
     assert config.replicate_seeds("cpu", 4) == [4, 5, 6]
     assert config.replicate_seeds("paper", 0, 5) == [0, 1, 2, 3, 4]

@@ -12,10 +12,12 @@ from mtl_diffusion.builders import dataset_from_config
 from mtl_diffusion.config import load
 from mtl_diffusion.data import (
     TOYS,
+    folder_split_files,
     gaussian_mixture_8,
     load_dataset,
     load_digits_labels,
     load_digits_split,
+    load_folder_split,
     load_image_folder,
     toy_2d,
 )
@@ -133,7 +135,10 @@ def test_image_folder_crops_converts_and_orders(tmp_path):
     assert grey.shape == (2, 1, 4, 4)
     # ITU-R 601-2 luma of pure red: 255 * 299 / 1000 = 76.
     assert torch.allclose(grey[1], torch.tensor(76 / 127.5 - 1), atol=0.05)
-    assert torch.equal(load_dataset("folder", path=tmp_path, image_size=8)[0], x[0])
+    train = load_dataset("folder", path=tmp_path, image_size=8, test_fraction=0.3)
+    test = load_dataset("folder", "test", path=tmp_path, image_size=8, test_fraction=0.3)
+    assert len(train) == 2 and len(test) == 1
+    assert any(torch.equal(test[0], row) for row in x)
 
 
 def test_image_folder_errors(tmp_path):
@@ -146,8 +151,32 @@ def test_image_folder_errors(tmp_path):
         load_image_folder(tmp_path, 8, channels=2)
     with pytest.raises(ValueError, match="limit"):
         load_image_folder(tmp_path, 8, limit=0)
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(ValueError, match="too few"):
         load_dataset("folder", "test", path=tmp_path, image_size=8)
+    _save(tmp_path / "b.png", np.zeros((4, 4, 3)))
+    with pytest.raises(ValueError, match="test_fraction"):
+        folder_split_files(tmp_path, "train", test_fraction=1.0)
+    with pytest.raises(ValueError, match="max_images"):
+        folder_split_files(tmp_path, "train", max_images=-1)
+    with pytest.raises(ValueError, match="split"):
+        folder_split_files(tmp_path, "validation")
+
+
+def test_folder_split_is_a_fixed_partition_of_the_first_max_images(tmp_path):
+    for i in range(30):
+        _save(tmp_path / f"{i:02d}.png", np.full((4, 4, 3), i))
+    names = {s: [f.name for f in folder_split_files(tmp_path, s, 0.2)] for s in ("train", "test")}
+    assert len(names["test"]) == 6 and len(names["train"]) == 24
+    assert sorted(names["train"] + names["test"]) == [f"{i:02d}.png" for i in range(30)]
+    assert names["test"] == sorted(names["test"])
+    assert names["test"] == [f.name for f in folder_split_files(tmp_path, "test", 0.2)]
+    first = {s: folder_split_files(tmp_path, s, 0.2, max_images=10) for s in ("train", "test")}
+    assert len(first["test"]) == 2 and len(first["train"]) == 8
+    first_ten = [f"{i:02d}.png" for i in range(10)]
+    assert sorted(f.name for f in first["train"] + first["test"]) == first_ten
+    x = load_folder_split(tmp_path, "test", image_size=4, test_fraction=0.2)
+    levels = sorted(round(float(v)) for v in (x[:, 0, 0, 0] + 1) * 127.5)
+    assert levels == sorted(int(n[:2]) for n in names["test"])
 
 
 def test_folder_data_without_a_path_is_an_error_not_the_working_directory():

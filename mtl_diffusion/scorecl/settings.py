@@ -4,7 +4,8 @@
 
 A frozen dataclass beside the project Config (which describes diffusion runs): it is hashed
 into the cache key through `load_or_compute(..., extra=asdict(cfg))`. ScoreCL always runs on
-the bundled digits (k-NN needs labels); the profile sets the budget.
+the bundled digits (k-NN needs labels); the profile sets the budget (a smoke profile without
+settings of its own takes smoke's).
 """
 
 from __future__ import annotations
@@ -99,13 +100,15 @@ PROFILE_SETTINGS: dict[str, dict[str, Any]] = {
 
 def ssl_config(profile: str = "cpu", **overrides: Any) -> SSLConfig:
     """The profile's settings with `overrides` (field=value) applied; unknown fields raise."""
-    if profile not in PROFILE_SETTINGS:
-        raise ValueError(f"profile must be one of {sorted(PROFILE_SETTINGS)}, got {profile!r}")
+    if profile not in project_config.PROFILES:
+        allowed = sorted(project_config.PROFILES)
+        raise ValueError(f"profile must be one of {allowed}, got {profile!r}")
     names = {f.name for f in dataclasses.fields(SSLConfig)}
     unknown = set(overrides) - names
     if unknown:
         raise ValueError(f"unknown SSLConfig fields {sorted(unknown)}; valid: {sorted(names)}")
-    return SSLConfig(profile=profile, **{**PROFILE_SETTINGS[profile], **overrides})
+    settings = project_config.by_profile(PROFILE_SETTINGS, profile)
+    return SSLConfig(profile=profile, **{**settings, **overrides})
 
 
 def score_network_config(cfg: SSLConfig) -> Config:
