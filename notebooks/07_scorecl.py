@@ -19,7 +19,8 @@
 # contrastive loss by the difference of its two views' score values improves SimCLR, SimSiam,
 # W-MSE and VICReg by up to 3 points of k-NN accuracy on CIFAR-10/100 and ImageNet-100.
 #
-# **What this notebook measures**, on the bundled 8x8 digits:
+# **What this notebook measures**, on the bundled 8x8 digits under every profile (k-NN needs
+# labels, which image folders do not carry; the `paper` profiles only change the budget):
 # 1. the observation: the score value $S(v) = \|s_\theta(v, t)\|_2$, with
 #    $s_\theta(x, t) = -\varepsilon_\theta(x, t)/\sqrt{1-\bar\alpha_t}$ from the project's U-Net
 #    trained on low noise levels ($t \le 199$), against the strength of each augmentation type;
