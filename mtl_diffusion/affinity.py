@@ -54,6 +54,7 @@ from mtl_diffusion.config import (
 )
 from mtl_diffusion.diffusion import Schedule, check_prediction
 from mtl_diffusion.train import Trainer
+from mtl_diffusion.workers import default_jobs, worker_pool
 
 ESTIMATORS = ("gradient", "lookahead")
 DEFAULT_NUM_BINS = 20  # default G (bins of T / 20); smoke profiles: SMOKE_NUM_BINS
@@ -506,8 +507,6 @@ def precompute_affinity(
     arguments of a lookahead estimate) of every config, ``jobs`` configs at a time in one-thread
     worker processes; the :func:`estimate_affinity` / :func:`task_affinity` calls that follow
     with the same arguments load the results."""
-    from mtl_diffusion.runs import default_jobs, worker_pool  # runs imports the trainer stack
-
     jobs = default_jobs() if jobs is None else jobs
     if jobs <= 1 or len(configs) <= 1:
         for config in configs:

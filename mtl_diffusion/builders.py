@@ -1,16 +1,21 @@
-"""Build the schedule, model and dataset a Config describes."""
+"""Config -> objects: the schedule, model, dataset, device, timestep sampler and MTL engine a
+Config describes. The one place where the layers below (maths, models, engine) meet the Config;
+affinity clusters, which need training runs, are resolved above, in mtl_diffusion.clusters."""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
+from mtl_diffusion.clustering import Interval, snr_clusters, timestep_clusters
 from mtl_diffusion.config import Config
+from mtl_diffusion.curriculum import CurriculumTimesteps
 from mtl_diffusion.data import load_dataset
 from mtl_diffusion.diffusion import Schedule, make_schedule
 from mtl_diffusion.models import build_model
+from mtl_diffusion.mtl.engine import MTLEngine
 from mtl_diffusion.routing import RoutingSpec
-from mtl_diffusion.timesteps import UniformTimesteps
+from mtl_diffusion.timesteps import StratifiedTimesteps, UniformTimesteps
 
 
 def device_from_config(config: Config) -> torch.device:
@@ -31,6 +36,7 @@ def model_from_config(config: Config) -> nn.Module:
     """The denoiser named by config.model.arch, sized by the profile."""
     m, steps = config.model, config.diffusion.num_timesteps
     routing = RoutingSpec(m.routing, m.routing_beta, m.routing_alpha, m.routing_seed)
+    placement = {} if m.route_output == "arch" else {"route_output": m.route_output == "yes"}
     if m.arch == "unet":
         return build_model(
             "unet",
@@ -43,6 +49,7 @@ def model_from_config(config: Config) -> nn.Module:
             dropout=m.dropout,
             num_timesteps=steps,
             routing=routing,
+            **placement,
         )
     if m.arch == "dit":
         return build_model(
@@ -55,23 +62,75 @@ def model_from_config(config: Config) -> nn.Module:
             num_heads=m.num_heads,
             num_timesteps=steps,
             routing=routing,
+            **placement,
         )
     return build_model("mlp", dim=2, hidden=m.hidden_size, depth=m.depth, num_timesteps=steps)
 
 
-def timesteps_from_config(config: Config):
-    """The timestep sampler named by config.timesteps.sampler."""
+def timesteps_from_config(config: Config, intervals: list[Interval] | None = None):
+    """The timestep sampler named by config.timesteps.sampler; a stratified sampler over
+    `intervals` when given, else over the clusters of config.mtl (timestep or snr clustering;
+    affinity clusters come from a training run: mtl_diffusion.clusters.timesteps_for)."""
     T, ts = config.diffusion.num_timesteps, config.timesteps
     end = T - 1 if ts.t_end == -1 else ts.t_end
     if ts.sampler == "uniform":
         return UniformTimesteps(T, ts.t_start, end)
     if ts.sampler == "stratified":
-        from mtl_diffusion.timesteps import StratifiedTimesteps  # issue 4
-
-        return StratifiedTimesteps.from_config(config)
-    from mtl_diffusion.curriculum import CurriculumTimesteps  # issue 7
-
+        return StratifiedTimesteps(interval_clusters(config) if intervals is None else intervals)
     return CurriculumTimesteps.from_config(config)
+
+
+def check_clusters(config: Config) -> None:
+    """Raise ValueError unless config.mtl's clustering fits a stratified sampler."""
+    mtl, T = config.mtl, config.diffusion.num_timesteps
+    if config.timesteps.t_start != 0 or config.timesteps.t_end not in (-1, T - 1):
+        raise ValueError(
+            "timesteps.sampler='stratified' covers all timesteps: timesteps.t_start and "
+            "timesteps.t_end must keep their defaults (0 and -1)"
+        )
+    if not 1 <= mtl.num_clusters <= T:
+        raise ValueError(f"mtl.num_clusters must be in 1..{T}, got {mtl.num_clusters}")
+    if mtl.clustering == "affinity" and not (
+        mtl.num_clusters <= mtl.affinity_bins <= T and T % mtl.affinity_bins == 0
+    ):
+        raise ValueError(
+            f"mtl.affinity_bins must divide diffusion.num_timesteps={T} and be >= "
+            f"mtl.num_clusters={mtl.num_clusters}, got {mtl.affinity_bins}"
+        )
+
+
+def interval_clusters(config: Config) -> list[Interval]:
+    """The k = config.mtl.num_clusters intervals of a timestep or snr clustering (equal widths;
+    interval clustering of the schedule's log-SNR)."""
+    check_clusters(config)
+    mtl, T = config.mtl, config.diffusion.num_timesteps
+    if mtl.clustering == "timestep":
+        return timestep_clusters(T, mtl.num_clusters)
+    if mtl.clustering == "snr":
+        return snr_clusters(make_schedule(config.diffusion.schedule, T), mtl.num_clusters)
+    raise ValueError(
+        "mtl.clustering='affinity' needs the task affinity of a training run: build the sampler "
+        "with mtl_diffusion.clusters.timesteps_for(config) and pass it as Trainer(timesteps=...)"
+        " (runs.train_run does this)"
+    )
+
+
+def engine_from_config(config: Config, model: nn.Module, k: int) -> MTLEngine:
+    """The MTL engine config.mtl describes, over k clusters, with the weighted-MSE loss."""
+    m = config.mtl
+    options = {"c": m.cagrad_c} if m.method == "cagrad" else {}
+    return MTLEngine(
+        model,
+        m.method,
+        k,
+        path=m.gradient_path,
+        self_check=m.self_check,
+        seed=config.seed,
+        uw_lr=m.uw_lr,
+        nash_every=m.nash_every,
+        nash_max_norm=m.nash_max_norm,
+        options=options,
+    )
 
 
 def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:

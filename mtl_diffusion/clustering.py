@@ -177,20 +177,33 @@ def timestep_clusters(T: int, k: int) -> list[Interval]:
 
 
 def snr_clusters(
-    schedule_or_snr: HasSNR | np.ndarray | torch.Tensor, k: int, use_log: bool = True
+    schedule_or_snr: HasSNR | np.ndarray | torch.Tensor,
+    k: int,
+    use_log: bool = True,
+    zero_snr: str = "error",
 ) -> list[Interval]:
-    """Cluster on the SNR of a schedule (anything with ``.snr()``) or a 1-D array of SNR values.
+    """Cluster on the SNR of a schedule (anything with ``.snr()``) or a 1-D array of SNR values
+    (e.g. ``alphas_cumprod / (1 - alphas_cumprod)`` of a diffusers scheduler).
 
-    ``use_log=True`` clusters log-SNR (SNR must then be positive); ``False`` raw SNR.
+    ``use_log=True`` clusters log-SNR; ``False`` raw SNR. A zero SNR (a zero-terminal-SNR
+    schedule's last step) has no logarithm: ``zero_snr="error"`` refuses it, ``"merge"`` gives
+    those steps the smallest positive SNR, so they join the highest-noise interval.
     """
+    if zero_snr not in ("error", "merge"):
+        raise ValueError(f"zero_snr must be 'error' or 'merge', got {zero_snr!r}")
     snr_method = getattr(schedule_or_snr, "snr", None)
     snr = snr_method() if callable(snr_method) else schedule_or_snr
     values = _float_array(snr, "schedule_or_snr")
-    if use_log:
-        if values.ndim == 1 and not (values > 0).all():
+    if use_log and values.ndim == 1:
+        zero = values == 0
+        if zero.any() and zero_snr == "merge" and (values > 0).any():
+            values = np.where(zero, values[values > 0].min(), values)
+        if not (values > 0).all():
             raise ValueError(
-                "SNR must be positive for use_log=True; pass use_log=False to cluster raw SNR"
+                "SNR must be positive for use_log=True; for a zero-terminal-SNR schedule pass "
+                "zero_snr='merge', or use_log=False to cluster raw SNR"
             )
+    if use_log:
         values = np.log(values)
     return interval_clustering(snr_cost(values), k)
 

@@ -57,6 +57,9 @@ class ModelConfig:
     routing_beta: float = 0.8  # fraction of channels active per task (1 disables routing)
     routing_alpha: float = 4.0  # DTR window speed: > 1 moves slowly at low t, fast at high t
     routing_seed: int = 0  # random routing only
+    # route the output layer too: arch (U-Net yes, the authors' rule "between every GroupNorm and
+    # the following zero-initialised layer"; DiT no, as the published DiT code) | yes | no
+    route_output: str = "arch"
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     ema_decay: float = 0.995
+    ema_warmup: bool = True  # EMA decay min(ema_decay, (1 + s) / (10 + s)) at step s
     grad_clip: float = 1.0  # max gradient norm; 0 disables clipping
     checkpoint_every: int = 250  # 0 disables periodic checkpoints
     eval_every: int = 250  # 0 evaluates only at the end
@@ -86,6 +90,7 @@ class MTLConfig:
     clustering: str = "timestep"  # timestep | snr | affinity
     num_clusters: int = 5
     gradient_path: str = "fast"  # fast (per-layer capture) | vmap (torch.func) | reference
+    self_check: bool = True  # gradient methods, fast path: compare with the reference once
     affinity_bins: int = 20  # affinity clustering: task affinity between this many timestep bins
     uw_lr: float = 0.025  # uncertainty weighting: lr of its own parameter group (no weight decay)
     nash_every: int = 25  # NashMTL: re-solve the weights every this many steps (ANT: 25)
@@ -142,6 +147,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.loss_weight": ("constant", "min_snr", "p2"),
     "model.arch": ("unet", "dit", "mlp"),
     "model.routing": ("none", "dtr", "random"),
+    "model.route_output": ("arch", "yes", "no"),
     "train.device": ("cpu", "cuda"),
     "timesteps.sampler": ("uniform", "stratified", "curriculum"),
     "mtl.method": ("vanilla", "uw", "pcgrad", "nash", "mgda", "imtlg", "cagrad", "famo", "dwa"),

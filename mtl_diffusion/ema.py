@@ -8,6 +8,12 @@ import torch
 from torch import nn
 
 
+def ema_decay(decay: float, step: int, warmup: bool = True) -> float:
+    """The decay of the update after `step` completed steps: min(decay, (1 + step) / (10 + step))
+    with warm-up (so early averages are not dominated by the initial weights), else `decay`."""
+    return min(decay, (1.0 + step) / (10.0 + step)) if warmup else decay
+
+
 def make_ema(model: nn.Module) -> nn.Module:
     """A frozen copy of `model` to hold the averaged weights."""
     ema = copy.deepcopy(model).eval()

@@ -7,10 +7,8 @@ runs = train_many([config_a, config_b], "compare")   # in parallel worker proces
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import as_completed
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,13 +17,16 @@ from torch import nn
 
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
 from mtl_diffusion.cache import cache_key, load_or_compute
+from mtl_diffusion.clusters import timesteps_for
 from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Model, model_device
+from mtl_diffusion.evaluation import evaluate as sample_metrics
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import environment
 from mtl_diffusion.sampling import ddim_sample, ddpm_sample
 from mtl_diffusion.train import Evaluator, History, Trainer
+from mtl_diffusion.workers import default_jobs, worker_pool
 
 EVAL_NOISE_SEED = (
     2024  # every model is evaluated from the same initial noise (common random numbers)
@@ -96,7 +97,6 @@ def sample_evaluator(config: Config) -> Evaluator | None:
     digits or an image folder; see ``evaluation.py`` for the metrics' spaces)."""
     if config.data.name not in ("digits", "folder"):
         return None
-    from mtl_diffusion.evaluation import evaluate as sample_metrics
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         return sample_metrics(generate(model, config, config.eval.num_samples), config)
@@ -110,7 +110,10 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
 
     def compute() -> RunResult:
         trainer = Trainer(
-            config, run_dir=run_dir, evaluate=sample_evaluator(config) if evaluate else None
+            config,
+            run_dir=run_dir,
+            evaluate=sample_evaluator(config) if evaluate else None,
+            timesteps=timesteps_for(config),
         )
         history = trainer.fit()
         states = [
@@ -121,11 +124,6 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
     result = load_or_compute(config, compute, name=name, extra={"evaluate": evaluate})
     shutil.rmtree(run_dir, ignore_errors=True)  # the cached result supersedes the checkpoint
     return result
-
-
-def default_jobs() -> int:
-    """Worker processes for train_many: $MTL_DIFFUSION_JOBS, else the number of cores (max 4)."""
-    return int(os.environ.get("MTL_DIFFUSION_JOBS", min(4, os.cpu_count() or 1)))
 
 
 def train_many(
@@ -143,15 +141,3 @@ def train_many(
         for future in progress(as_completed(futures), total=len(futures), desc=f"{name} runs"):
             future.result()  # surface the first error at once
         return [f.result() for f in futures]
-
-
-def worker_pool(jobs: int) -> ProcessPoolExecutor:
-    """`jobs` fresh (spawned, so safe inside Jupyter kernels) worker processes of one thread."""
-    context = multiprocessing.get_context("spawn")
-    return ProcessPoolExecutor(jobs, mp_context=context, initializer=_one_thread)
-
-
-def _one_thread() -> None:
-    """Worker set-up: one BLAS/OpenMP thread and no per-run progress bars."""
-    torch.set_num_threads(1)
-    os.environ["MTL_DIFFUSION_QUIET"] = "1"

@@ -11,15 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from mtl_diffusion.clustering import (
-    Interval,
-    affinity_clusters,
-    snr_clusters,
-    timestep_clusters,
-    validate_intervals,
-)
-from mtl_diffusion.config import Config
-from mtl_diffusion.diffusion import make_schedule
+from mtl_diffusion.clustering import Interval, validate_intervals
 
 
 class UniformTimesteps:
@@ -56,11 +48,6 @@ class StratifiedTimesteps:
     def num_clusters(self) -> int:
         return len(self.intervals)
 
-    @classmethod
-    def from_config(cls, config: Config) -> StratifiedTimesteps:
-        """Clusters from config.mtl.clustering with k = config.mtl.num_clusters."""
-        return cls(clusters_from_config(config))
-
     def chunk_sizes(self, batch_size: int) -> list[int]:
         """How many samples each cluster gets in a batch of `batch_size` (in cluster order)."""
         k = self.num_clusters
@@ -85,39 +72,3 @@ class StratifiedTimesteps:
         ):
             t[i::k] = torch.randint(start, end + 1, (size,), generator=generator)
         return t
-
-
-def clusters_from_config(config: Config) -> list[Interval]:
-    """The k = config.mtl.num_clusters timestep intervals of config.mtl.clustering.
-
-    timestep: equal widths; snr: clustering of the schedule's log-SNR; affinity: clustering of
-    the task-affinity matrix between config.mtl.affinity_bins bins of equal width (estimated,
-    and cached, by mtl_diffusion.affinity.task_affinity).
-    """
-    mtl, T = config.mtl, config.diffusion.num_timesteps
-    if config.timesteps.t_start != 0 or config.timesteps.t_end not in (-1, T - 1):
-        raise ValueError(
-            "timesteps.sampler='stratified' covers all timesteps: timesteps.t_start and "
-            "timesteps.t_end must keep their defaults (0 and -1)"
-        )
-    if not 1 <= mtl.num_clusters <= T:
-        raise ValueError(f"mtl.num_clusters must be in 1..{T}, got {mtl.num_clusters}")
-    if mtl.clustering == "timestep":
-        return timestep_clusters(T, mtl.num_clusters)
-    if mtl.clustering == "snr":
-        return snr_clusters(make_schedule(config.diffusion.schedule, T), mtl.num_clusters)
-    bins = mtl.affinity_bins
-    if not (mtl.num_clusters <= bins <= T and T % bins == 0):
-        raise ValueError(
-            f"mtl.affinity_bins must divide diffusion.num_timesteps={T} and be >= "
-            f"mtl.num_clusters={mtl.num_clusters}, got {bins}"
-        )
-    try:
-        from mtl_diffusion.affinity import task_affinity
-    except ImportError as err:
-        raise ValueError(
-            "mtl.clustering='affinity' needs mtl_diffusion.affinity.task_affinity, which is "
-            "not available; choose 'timestep' or 'snr'"
-        ) from err
-    tas = task_affinity(config, bins)
-    return affinity_clusters(tas, mtl.num_clusters, bin_width=T // bins)

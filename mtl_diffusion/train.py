@@ -1,8 +1,9 @@
 """The one training loop every notebook uses: AdamW, EMA, clipping, checkpoints, exact resume.
 
 Each step: a batch (x0, t, noise) -> x_t, target and the per-timestep loss weight of t
-(diffusion.loss_weight) -> the MTL engine sets the gradients (mtl.method over the sampler's
-clusters; vanilla over one cluster when the sampler has none) -> clip -> AdamW -> EMA.
+(diffusion.loss_weight) -> the MTL engine's objective, backward (mtl.method over the sampler's
+clusters; vanilla over one cluster when the sampler has none) -> a finite gradient norm or stop
+-> clip -> AdamW -> EMA (with warm-up: see ema.ema_decay).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from mtl_diffusion.builders import (
     dataset_from_config,
     device_from_config,
+    engine_from_config,
     model_from_config,
     schedule_from_config,
     timesteps_from_config,
@@ -26,9 +28,9 @@ from mtl_diffusion.builders import (
 from mtl_diffusion.cache import atomic_save
 from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Schedule
-from mtl_diffusion.ema import make_ema, update_ema
-from mtl_diffusion.mtl.cluster_gradients import DenoisingBatch
-from mtl_diffusion.mtl.engine import MTLEngine, NonFiniteLossError, StepStats
+from mtl_diffusion.ema import ema_decay, make_ema, update_ema
+from mtl_diffusion.mtl.batch import DenoisingBatch
+from mtl_diffusion.mtl.engine import NonFiniteLossError, StepStats
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import seed_everything
 from mtl_diffusion.weighting import loss_weight
@@ -83,11 +85,11 @@ class Trainer:
         self.ema = make_ema(self.model)
         self.timesteps = timesteps_from_config(config) if timesteps is None else timesteps
         self.loss_weights = timestep_loss_weights(config, self.schedule)
-        self.engine = MTLEngine.from_config(config, self.model, self._num_clusters())
-        groups = [{"params": list(self.model.parameters())}, *self.engine.param_groups()]
+        self.engine = engine_from_config(config, self.model, self._num_clusters())
         self.optimizer = torch.optim.AdamW(
-            groups, lr=config.train.lr, weight_decay=config.train.weight_decay
+            self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
+        self.engine.attach(self.optimizer)
         self.evaluate = evaluate
         self.run_dir = run_dir
         self.step = 0
@@ -109,14 +111,18 @@ class Trainer:
     def denoising_batch(
         self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
     ) -> DenoisingBatch:
-        """Model input, regression target, loss weight and cluster chunk sizes of a batch."""
+        """Model input, regression target, loss weight and cluster ids of a batch."""
         prediction = self.config.diffusion.prediction
+        clusters = None
+        if self.engine.k > 1:
+            clusters = self.timesteps.assignments(len(t)).to(t.device)
         return DenoisingBatch(
             x_t=self.schedule.q_sample(x0, t, noise),
             t=t,
             target=self.schedule.target(x0, noise, t, prediction),
             weight=self.loss_weights[t].to(x0.dtype),
             num_clusters=self.engine.k,
+            clusters=clusters,
         )
 
     def train_step(self) -> float:
@@ -131,19 +137,28 @@ class Trainer:
                 f"{err} at step {self.step + 1}; training stopped. "
                 f"Last good checkpoint: {self.checkpoint_note()}"
             ) from None
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norm = nn.utils.get_total_norm(grads)
+        if not torch.isfinite(norm):
+            raise NonFiniteLossError(
+                f"gradient norm is {norm.item()} (loss {stats.loss:.4g}) at step {self.step + 1}; "
+                "training stopped before the update. Last good checkpoint: "
+                f"{self.checkpoint_note()}"
+            )
         if self.config.train.grad_clip > 0:
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.train.grad_clip)
+            nn.utils.clip_grads_with_norm_(
+                self.model.parameters(), self.config.train.grad_clip, norm
+            )
         self.optimizer.step()
         self.engine.after_step(batch)
-        update_ema(self.ema, self.model, self.config.train.ema_decay)
+        train = self.config.train
+        update_ema(self.ema, self.model, ema_decay(train.ema_decay, self.step, train.ema_warmup))
         self.last_stats = stats
         return stats.loss
 
     def _num_clusters(self) -> int:
-        """k of a clustered sampler (one with `assignments`); 1 otherwise, for vanilla only.
-
-        The engine needs sample b in cluster b mod k (StratifiedTimesteps' layout).
-        """
+        """k of a clustered sampler (one with `assignments`, the cluster id of every sample);
+        1 otherwise, for vanilla only."""
         if not hasattr(self.timesteps, "assignments"):
             if self.config.mtl.method != "vanilla":
                 raise ValueError(
@@ -151,11 +166,8 @@ class Trainer:
                     "timesteps.sampler='stratified' (or use mtl.method='vanilla')"
                 )
             return 1
-        batch_size = self.config.train.batch_size
-        k = self.timesteps.num_clusters
-        if not torch.equal(self.timesteps.assignments(batch_size), torch.arange(batch_size) % k):
-            raise ValueError("the timestep sampler must put sample b in cluster b mod k")
-        return k
+        self.timesteps.assignments(self.config.train.batch_size)  # every cluster in every batch
+        return self.timesteps.num_clusters
 
     # --- the loop ----------------------------------------------------------------------------
     def fit(self, steps: int | None = None) -> History:
@@ -193,6 +205,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None,
             "history": self.history,
             "config": self.config.to_dict(),
             "engine": self.engine.state_dict(),
@@ -210,6 +223,8 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
+        if state.get("cuda_rng") is not None:  # dropout masks on the GPU continue exactly
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.history = state["history"]
         self.engine.load_state_dict(state["engine"])
         if "timesteps" in state:

@@ -68,15 +68,15 @@ from mtl_diffusion.builders import schedule_from_config
 from mtl_diffusion.evaluation import feature_label, pixel_label
 from mtl_diffusion.plotting import savefig, set_style, show_images
 from mtl_diffusion.runs import generate, train_many
-from mtl_diffusion.timesteps import clusters_from_config
+from mtl_diffusion.clusters import clusters_from_config
 
 set_style()
 # What the budget buys: under cpu, a U-Net of base width 16 (160k parameters) trained 500 steps
 # at batch 128, 36 runs (12 cells x 3 seeds) plus one affinity estimate per seed: 36 minutes under
 # `make figures` from nothing (sharing the 2 cores with another notebook; 3260 s of training in
-# the workers), over the 20-minute budget of a table notebook. EMA decay 0.99: the trainer's
-# EMA has no warm-up, so at 0.995 the zero-output initial weights would still carry
-# 0.995^500 = 8 % of the evaluated model.
+# the workers), over the 20-minute budget of a table notebook. EMA decay 0.99, chosen before the
+# trainer's EMA had a warm-up (at 0.995 without one the zero-output initial weights would still
+# carry 0.995^500 = 8 % of the evaluated model).
 # Smoke proves the code path only.
 SCALE = config.by_profile({
     "smoke": {

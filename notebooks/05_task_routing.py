@@ -21,7 +21,11 @@
 # high $t$, so high-noise tasks get more task-specific channels (a task-weight prior). The mask is a
 # fixed buffer: no parameters, no extra compute. In a DiT block the block input is masked,
 # $x + \mathrm{Block}(m_t \odot x)$; in the U-Net the mask sits between each GroupNorm and the
-# zero-initialised layer after it. DTR lowers FID (DiT-L/2 ImageNet 12.59 -> 8.90; ADM FFHQ
+# zero-initialised layer after it. **Placement this notebook's results rest on:** the U-Net routes
+# every GroupNorm -> zero-initialised layer pair including the output layer (the authors' stated
+# rule; no ADM code was released), the DiT masks every block's input and leaves its final layer
+# unrouted (as the published DiT code); `model.route_output` (arch | yes | no) switches the
+# output layer. DTR lowers FID (DiT-L/2 ImageNet 12.59 -> 8.90; ADM FFHQ
 # 3.12 -> 2.65), random routing (R-TR: a fixed random subset of $C_\beta$ channels per task) raises
 # it (16.18), and DTR adds to loss weightings (FFHQ DiT-B/2: vanilla 12.93, min-SNR 9.73, ANT-UW
 # 9.30, all about 8.8 with DTR).
@@ -70,8 +74,8 @@ set_style()
 # What the budget buys per profile: the cpu profile shrinks the models (U-Net base 16, 160k
 # parameters; DiT width 64, 330k) for 30 runs of 600 steps (31 minutes under `make figures`,
 # sharing the 2 cores with another notebook: over the 20-minute budget), and uses EMA decay
-# 0.99: the trainer's EMA has no warm-up, so at 0.995 the initial (zero-output) weights would
-# still carry 0.995^600 = 5 % of the evaluated model.
+# 0.99, chosen before the trainer's EMA had a warm-up (at 0.995 without one the initial
+# zero-output weights would still carry 0.995^600 = 5 % of the evaluated model).
 # Smoke only proves the code path.
 SCALE = config.by_profile({
     "smoke": {

@@ -160,13 +160,17 @@ def test_nash_raises_when_unsolvable(gram: list[list[float]]) -> None:
         nash_weights(torch.tensor(gram, dtype=torch.float64))
 
 
-def test_nash_mtl_normalises_by_frobenius_norm() -> None:
-    g = grads(5, 3)
+def test_nash_mtl_solves_the_raw_gramian_as_published() -> None:
+    """The published constraint log(alpha_i n) + log((G / n) alpha)_i >= 0 is
+    alpha_i (G alpha)_i >= 1 on the raw G: the normalisation by n = ||G||_F cancels."""
+    g = 30.0 * grads(5, 3)
     G = g @ g.T
     method = NashMTL()
     alpha = method(G)
-    torch.testing.assert_close(alpha, nash_weights(G / torch.linalg.matrix_norm(G)))
-    torch.testing.assert_close(method(1.01 * G), alpha, rtol=0.01, atol=0)  # warm-started re-solve
+    torch.testing.assert_close(alpha * (G @ alpha), torch.ones(5, dtype=G.dtype), rtol=1e-8, atol=0)
+    n = torch.linalg.matrix_norm(G)
+    torch.testing.assert_close(alpha * n * ((G / n) @ alpha), torch.ones(5, dtype=G.dtype))
+    torch.testing.assert_close(method(4.0 * G), alpha / 2.0, rtol=1e-8, atol=0)  # warm-started
 
 
 # ---------------------------------------------------------------- MGDA
@@ -258,6 +262,53 @@ def test_cagrad_update_and_optimality(k: int, c: float) -> None:
         assert best - value < 1e-3 * (g**2).sum(dim=1).max()
         rescaled = cagrad_weights(g @ g.T, c=c, rescale=True)
         torch.testing.assert_close(rescaled, w_prime / (1 + c**2))
+
+
+# A Gramian recorded at step 326 of a cpu-profile CAGrad run (U-Net, 5 SNR clusters, float32).
+RECORDED = [
+    [0.0377143510, 0.0007290847, 0.0008955786, 0.0006654375, 0.0007181306],
+    [0.0007290847, 0.0059187403, -0.0000352770, 0.0012444354, 0.0002396482],
+    [0.0008955786, -0.0000352770, 0.0013858975, 0.0002063621, 0.0005194930],
+    [0.0006654375, 0.0012444354, 0.0002063621, 0.0040685968, 0.0009001943],
+    [0.0007181306, 0.0002396482, 0.0005194930, 0.0009001943, 0.0011202067],
+]
+
+
+@pytest.mark.parametrize("ratio", [1.0, 100.0, 300.0, 1000.0])
+@pytest.mark.parametrize("c", [0.4, 0.5])
+def test_cagrad_solves_gradients_whose_norms_differ_by_orders_of_magnitude(
+    ratio: float, c: float
+) -> None:
+    """The recorded Gramian with the high-norm cluster's gradient scaled by `ratio` (the
+    simplex solver alone stalled at 100x), against scipy's SLSQP on the same dual (what the
+    CAGrad authors' code solves), started from every vertex and the centre."""
+    minimize = pytest.importorskip("scipy.optimize").minimize
+    k = 5
+    scale = torch.ones(k, dtype=torch.float64)
+    scale[0] = ratio
+    gram = (scale[:, None] * torch.tensor(RECORDED, dtype=torch.float64) * scale).float().double()
+    w_prime = cagrad_weights(gram, c=c).double()
+    G = (gram.double() / gram.diagonal().max()).numpy()
+    mean = np.full(k, 1.0 / k)
+    b, radius = G @ mean, c * float(np.sqrt(mean @ G @ mean))
+
+    def dual(w: np.ndarray) -> float:
+        return float(b @ w + radius * np.sqrt(max(w @ G @ w, 0.0)))
+
+    starts = [np.eye(k)[i] for i in range(k)] + [mean]
+    best = min(
+        minimize(
+            dual,
+            x0,
+            method="SLSQP",
+            bounds=[(0, 1)] * k,
+            tol=1e-15,
+            constraints={"type": "eq", "fun": lambda w: w.sum() - 1},
+        ).fun
+        for x0 in starts
+    )
+    w = ((w_prime - 1 / k) / (w_prime - 1 / k).sum()).numpy()
+    assert (w >= 0).all() and dual(w) <= best + 1e-9 * (abs(best) + radius)
 
 
 def test_cagrad_limits() -> None:

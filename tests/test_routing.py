@@ -281,3 +281,28 @@ def test_routed_models_get_exact_per_cluster_gradients(arch, kind):
         torch.testing.assert_close(
             cluster_gradients(tr.model, batch, path).grads, expected, rtol=1e-4, atol=1e-7
         )
+
+
+@pytest.mark.parametrize(
+    "arch, setting, routed_output",
+    [("unet", "arch", True), ("unet", "no", False), ("dit", "arch", False), ("dit", "yes", True)],
+)
+def test_output_layer_routing_switch(arch: str, setting: str, routed_output: bool) -> None:
+    """U-Net: the authors' rule routes the output layer (GroupNorm -> zero-initialised conv);
+    DiT: the published code leaves the final layer unrouted. model.route_output overrides.
+    Routed: the output layer's input is zero on every channel outside task t's window."""
+    cfg = load("smoke", {"model.arch": arch, "model.routing": "dtr", "model.route_output": setting})
+    model = model_from_config(cfg)
+    final = model.out_conv if arch == "unet" else model.final
+    seen = []
+    final.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    t = torch.tensor([0, 300, 600, 999])
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+        model(torch.randn(4, 1, 8, 8), t)
+    channels = seen[0].shape[1 if arch == "unet" else -1]
+    inactive = ~dtr_mask(cfg.diffusion.num_timesteps, channels)[t]  # (4, C)
+    h = seen[0] if arch == "unet" else seen[0].transpose(1, 2)  # (4, C, ...)
+    zeroed = (h.flatten(2).abs().amax(2) == 0)[inactive]
+    assert bool(zeroed.all()) == routed_output and bool(zeroed.any()) == routed_output

@@ -12,6 +12,7 @@ from mtl_diffusion.builders import timesteps_from_config
 from mtl_diffusion.config import load
 from mtl_diffusion.runs import generate, initial_noise, train_many, train_run
 from mtl_diffusion.train import Trainer
+from mtl_diffusion.workers import worker_pool
 
 TINY = {"train.steps": 4, "train.batch_size": 8, "train.eval_every": 0, "model.base_channels": 8}
 
@@ -27,12 +28,18 @@ def test_parallel_runs_match_in_process_training(artifacts: Path) -> None:
     configs = [load("smoke", TINY, seed=s) for s in (0, 1)]
     results = train_many(configs, "parallel", evaluate=False, jobs=2)
     assert len(list((artifacts / "smoke" / "cache").glob("parallel-*.pt"))) == 2
-    for cfg, result in zip(configs, results, strict=True):
+    with worker_pool(1) as pool:  # one thread, as the workers: the same float summation order
+        alone = [pool.submit(_ema_state, cfg).result() for cfg in configs]
+    for cfg, result, expected in zip(configs, results, alone, strict=True):
         assert result.config == cfg
-        trainer = Trainer(cfg)
-        trainer.fit()
-        for name, value in trainer.ema.state_dict().items():
+        for name, value in expected.items():
             assert torch.allclose(result.ema_state[name], value, atol=1e-6), name
+
+
+def _ema_state(cfg) -> dict[str, torch.Tensor]:
+    trainer = Trainer(cfg)
+    trainer.fit()
+    return trainer.ema.state_dict()
 
 
 def test_train_run_loads_from_cache(artifacts: Path) -> None:

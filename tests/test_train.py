@@ -172,3 +172,34 @@ def test_cuda_draws_the_same_batches_and_trains_like_cpu(method: str) -> None:
         assert b.is_cuda and torch.equal(a, b.cpu())
     losses = cpu.fit().losses, gpu.fit().losses
     assert losses[0] == pytest.approx(losses[1], rel=1e-3)
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_ema_warm_up_follows_the_documented_decay(warmup: bool) -> None:
+    """After the first step the EMA holds decay_0 * init + (1 - decay_0) * model, with
+    decay_0 = min(0.995, (1 + 0) / (10 + 0)) = 0.1 under warm-up, else 0.995."""
+    trainer = Trainer(tiny(**{"train.ema_warmup": warmup}))
+    init = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    trainer.train_step()
+    decay = 0.1 if warmup else 0.995
+    for name, value in trainer.model.state_dict().items():
+        expected = decay * init[name] + (1 - decay) * value
+        torch.testing.assert_close(trainer.ema.state_dict()[name], expected)
+
+
+def test_an_inf_gradient_with_a_finite_loss_stops_before_the_update(tmp_path: Path) -> None:
+    trainer = Trainer(tiny(), run_dir=tmp_path)
+    trainer.fit(steps=3)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    layer = trainer.model.out_conv
+    handle = layer.register_full_backward_hook(lambda m, gi, go: (gi[0] * float("inf"),))
+    with pytest.raises(NonFiniteLossError, match=r"gradient norm is (inf|nan).*step 4"):
+        trainer.train_step()
+    handle.remove()
+    assert all(torch.equal(v, before[k]) for k, v in trainer.model.state_dict().items())
+
+
+def test_the_self_check_switch_reaches_the_engine() -> None:
+    clustered = {"timesteps.sampler": "stratified", "mtl.method": "pcgrad"}
+    assert Trainer(tiny(**clustered)).engine.self_check
+    assert not Trainer(tiny(**clustered, **{"mtl.self_check": False})).engine.self_check

@@ -102,7 +102,8 @@ class FinalLayer(nn.Module):
 
 class DiT(nn.Module):
     """Diffusion transformer: ``forward(x, t)`` maps (B, C, S, S) and (B,) timesteps to
-    (B, C, S, S), with S = ``image_size``."""
+    (B, C, S, S), with S = ``image_size``. ``route_output=True`` also routes the final layer's
+    input (the published DiT code leaves it unrouted: the default)."""
 
     def __init__(
         self,
@@ -115,6 +116,7 @@ class DiT(nn.Module):
         mlp_ratio: float = 4.0,
         num_timesteps: int = 1000,
         routing: RoutingSpec | None = None,
+        route_output: bool = False,
     ):
         super().__init__()
         _validate(image_size, in_channels, patch_size, hidden_size, depth, num_heads, mlp_ratio)
@@ -128,6 +130,11 @@ class DiT(nn.Module):
             for _ in range(depth)
         )
         self.final = FinalLayer(hidden_size, patch_size, in_channels)
+        self.out_router = (
+            make_router(routing, num_timesteps, hidden_size, channel_dim=-1)
+            if route_output
+            else None
+        )
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -157,7 +164,7 @@ class DiT(nn.Module):
         c = self.time_embed(t)
         for block in self.blocks:
             h = block(h, c, t)
-        return self.unpatchify(self.final(h, c))
+        return self.unpatchify(self.final(route(self.out_router, h, t), c))
 
     def unpatchify(self, h: Tensor) -> Tensor:
         """(B, N, p * p * C) patch tokens (row-major) -> (B, C, S, S) image."""

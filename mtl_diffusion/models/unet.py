@@ -124,7 +124,9 @@ class UNet(nn.Module):
     Level i works at resolution H / 2**i with ``base_channels * channel_mults[i]`` channels;
     ``attention_levels`` lists the levels that get self-attention (the middle block gets it
     when the deepest level is listed). The output convolution is zero-initialised, so the
-    model predicts exactly 0 at initialisation.
+    model predicts exactly 0 at initialisation. With routing, masks sit between every GroupNorm
+    and the zero-initialised layer after it (the DTR authors' stated rule for ADM);
+    ``route_output=False`` leaves the output layer unrouted (as the published DiT code does).
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class UNet(nn.Module):
         num_timesteps: int = 1000,
         routing: RoutingSpec | None = None,
         scale_shift: bool = False,
+        route_output: bool = True,
     ):
         super().__init__()
         channel_mults, attention_levels = tuple(channel_mults), tuple(attention_levels)
@@ -198,7 +201,7 @@ class UNet(nn.Module):
                 self.up.append(stage)
 
         self.out_norm = nn.GroupNorm(num_groups, ch)
-        self.out_router = make_router(routing, num_timesteps, ch)
+        self.out_router = make_router(routing, num_timesteps, ch) if route_output else None
         self.out_conv = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:

@@ -72,8 +72,8 @@ def nash_weights(
 ) -> torch.Tensor:
     """alpha > 0 with alpha * (gramian @ alpha) = 1 elementwise, for the Gramian as given.
 
-    No normalisation inside: alpha scales as 1 / sqrt(s) when G is scaled by s (Nash-MTL and ANT
-    solve on G / ||G||_F; see NashMTL). `init` warm-starts Newton (positive, shape (k,)); `tol`
+    No normalisation inside: alpha scales as 1 / sqrt(s) when G is scaled by s (so does the
+    published method's alpha; see NashMTL). `init` warm-starts Newton (positive, shape (k,)); `tol`
     bounds the final residual max|alpha * (G alpha) - 1|. Raises NashSolveError when it cannot
     solve (non-finite, indefinite, or singular G without a positive solution), never falls back.
     """
@@ -90,11 +90,19 @@ def nash_weights(
 
 
 class NashMTL:
-    """The Nash-MTL / ANT convention: solve on G / ||G||_F, warm-started from the last solution."""
+    """Nash-MTL as published (Navon et al. 2022; also ANT): alpha > 0 with
+    alpha_i (G alpha)_i = 1 on the RAW Gramian, warm-started from the last solution.
+
+    The published code divides G by n = ||G||_F before its solver but multiplies alpha by n
+    inside the constraint, so the normalisation cancels and its alpha solves the raw system.
+    Here Newton runs on G / n (well scaled) and alpha = alpha_n / sqrt(n) (the same solution).
+    The caller clips the update sum_i alpha_i g_i (published max norm: 1).
+    """
 
     def __init__(self, tol: float = 1e-10, max_iter: int = 100) -> None:
         self.tol, self.max_iter = tol, max_iter
-        self.alpha: torch.Tensor | None = None
+        self.alpha: torch.Tensor | None = None  # solves the raw system
+        self.scaled_alpha: torch.Tensor | None = None  # solves the system on G / ||G||_F
 
     def __call__(self, gramian: torch.Tensor) -> torch.Tensor:
         """Weights alpha for the update sum_i alpha_i g_i."""
@@ -102,8 +110,11 @@ class NashMTL:
         norm = torch.linalg.matrix_norm(g.double())
         if not (torch.isfinite(norm) and norm > 0):
             raise NashSolveError(f"gramian must have a positive finite norm, got {norm.item()}")
-        init = self.alpha if self.alpha is not None and self.alpha.numel() == len(g) else None
-        self.alpha = nash_weights(
+        init = self.scaled_alpha
+        if init is not None and init.numel() != len(g):
+            init = None
+        self.scaled_alpha = nash_weights(
             g / norm.to(g.dtype), init=init, tol=self.tol, max_iter=self.max_iter
         )
+        self.alpha = self.scaled_alpha / torch.sqrt(norm).to(self.scaled_alpha.dtype)
         return self.alpha

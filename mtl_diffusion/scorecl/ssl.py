@@ -24,7 +24,7 @@ from mtl_diffusion.cache import cache_path, load_or_compute
 from mtl_diffusion.data import load_digits_labels, load_digits_split
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import seed_everything
-from mtl_diffusion.runs import RunResult, default_jobs, train_run, worker_pool
+from mtl_diffusion.runs import RunResult, train_run
 from mtl_diffusion.scorecl.augment import augment
 from mtl_diffusion.scorecl.encoder import ConvEncoder, SSLModel
 from mtl_diffusion.scorecl.knn import knn_accuracy
@@ -32,6 +32,7 @@ from mtl_diffusion.scorecl.losses import simclr_loss, simsiam_loss, vicreg_loss,
 from mtl_diffusion.scorecl.score import ScoreFunction
 from mtl_diffusion.scorecl.settings import SSLConfig, score_network_config
 from mtl_diffusion.scorecl.weights import pair_weights
+from mtl_diffusion.workers import default_jobs, worker_pool
 
 SCORE_RUN = "scorecl_score"
 
