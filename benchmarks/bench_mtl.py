@@ -1,15 +1,20 @@
 """Training-step time of each MTL method on timestep clusters, as a ratio to vanilla, in one run.
 
-    python benchmarks/bench_mtl.py [--profile cpu] [--k 5] [--rounds 15]
+    python benchmarks/bench_mtl.py [--k 5] [--batch 128] [--rounds 15]
 
-One full Trainer step (batch, forward, gradients, method, clipping, AdamW, EMA) of the profile's
-U-Net for vanilla (uniform timesteps, one backward), the loss-based methods (uw, famo) and the
-gradient methods (pcgrad, nash re-solved every step, cagrad, imtlg) on each per-cluster gradient
-path (fast, vmap, reference). Trainers are stepped in interleaved rounds, one step each per
-round, so load changes on a shared machine hit every method alike; the table shows medians of
-the process CPU time per step (one thread: what the step costs, whatever else the machine runs)
-and of the wall time.
-Goal: every gradient method <= 1.15x vanilla on the fast path, uw <= 1.02x.
+Two models of about 650k parameters on 8x8 single-channel images: the project's cpu-profile
+U-Net and a diffusers UNet2DModel (a model we did not write; random init, no downloads). One
+step is what a user's loop does: engine.objective(batch), its backward, gradient clipping and
+AdamW, with k interleaved timestep clusters (B = 128, k = 5: 3 clusters get one extra sample).
+Steps are taken in interleaved rounds, one step of every case per round, so load changes hit
+every case alike; the table shows medians of the process CPU time per step (one thread).
+
+Pieces of the fast path, each as a ratio to vanilla's step: "capture k=1" is the per-layer
+capture of ONE cluster's gradient (hooks, no split: the cost of the hook design itself);
+"capture" is cluster_gradients at k; the rest of a method's step is the Gramian, the weights,
+the update and its surrogate backward. The first-batch self-check (fast vs reference, once per
+run) is reported as a one-time cost in vanilla steps.
+Goal: every gradient method <= 1.15x vanilla on the fast path, on both models.
 """
 
 from __future__ import annotations
@@ -17,72 +22,117 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
+from torch import nn
 
 from mtl_diffusion import config
-from mtl_diffusion.train import Trainer
+from mtl_diffusion.builders import model_from_config
+from mtl_diffusion.mtl import DenoisingBatch, MTLEngine, cluster_gradients, interleaved_clusters
 
-LOSS_METHODS = ("uw", "famo")
-GRADIENT_METHODS = ("pcgrad", "nash", "cagrad", "imtlg")
-PATHS = ("fast", "vmap", "reference")
+GRADIENT_METHODS = ("pcgrad", "nash", "cagrad", "imtlg", "mgda")
 
 
-def trainers(profile: str, k: int, paths: tuple[str, ...]) -> dict[str, Trainer]:
-    """One trainer per (method, path), vanilla first."""
-    cases: dict[str, dict[str, object]] = {"vanilla": {}}
-    clustered = {"timesteps.sampler": "stratified", "mtl.num_clusters": k, "mtl.nash_every": 1}
-    for method in LOSS_METHODS:
-        cases[method] = {**clustered, "mtl.method": method}
-    for method in GRADIENT_METHODS:
-        for path in paths:
-            cases[f"{method} ({path})"] = {
-                **clustered,
-                "mtl.method": method,
-                "mtl.gradient_path": path,
-            }
-    return {name: Trainer(config.load(profile, overrides)) for name, overrides in cases.items()}
+def project_unet() -> tuple[nn.Module, Callable]:
+    return model_from_config(config.load("cpu")), lambda model, x_t, t: model(x_t, t)
+
+
+def diffusers_unet() -> tuple[nn.Module, Callable]:
+    from diffusers import UNet2DModel  # a test/benchmark-only dependency
+
+    model = UNet2DModel(
+        sample_size=8,
+        in_channels=1,
+        out_channels=1,
+        block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+        layers_per_block=1,
+        norm_num_groups=8,
+    )
+    return model, lambda model, x_t, t: model(x_t, t).sample
+
+
+def make_batch(size: int, k: int, seed: int) -> DenoisingBatch:
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(size, 1, 8, 8, generator=gen)
+    t = torch.randint(0, 1000, (size,), generator=gen)
+    target = torch.randn(x.shape, generator=gen)
+    return DenoisingBatch(x, t, target, torch.ones(size), k, interleaved_clusters(size, k))
+
+
+class Case:
+    """One (model, method) loop: engine objective, backward, clipping, AdamW."""
+
+    def __init__(self, build: Callable, method: str, k: int, self_check: bool = False) -> None:
+        torch.manual_seed(0)
+        self.model, self.forward = build()
+        self.engine = MTLEngine(
+            self.model, method, k, forward=self.forward, nash_every=1, self_check=self_check
+        )
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.engine.attach(self.optimizer)
+
+    def step(self, batch: DenoisingBatch) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        self.engine.objective(batch).objective.backward()
+        nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.optimizer.step()
+
+
+def cpu_time(fn: Callable[[], object]) -> float:
+    start = time.process_time()
+    fn()
+    return time.process_time() - start
+
+
+def bench_model(name: str, build: Callable, k: int, size: int, rounds: int) -> None:
+    batches = [make_batch(size, k, seed) for seed in range(4)]
+    single = [make_batch(size, 1, seed) for seed in range(4)]
+    cases = {"vanilla": Case(build, "vanilla", 1), "uw": Case(build, "uw", k)}
+    cases.update({m: Case(build, m, k) for m in GRADIENT_METHODS})
+    capture = Case(build, "vanilla", 1)  # a model to time cluster_gradients on
+
+    def fast(b: DenoisingBatch) -> object:
+        return cluster_gradients(capture.model, b, "fast", forward=capture.forward, audit=False)
+
+    pieces = {"capture k=1": lambda b, s: fast(s), f"capture k={k}": lambda b, s: fast(b)}
+    times: dict[str, list[float]] = {n: [] for n in [*cases, *pieces]}
+    for r in range(rounds + 1):
+        b, s = batches[r % 4], single[r % 4]
+        for n, case in cases.items():
+            data = s if n == "vanilla" else b
+            spent = cpu_time(lambda case=case, data=data: case.step(data))
+            if r:  # round 0 warms up
+                times[n].append(spent)
+        for n, piece in pieces.items():
+            spent = cpu_time(lambda piece=piece, b=b, s=s: piece(b, s))
+            if r:
+                times[n].append(spent)
+    first = Case(build, "pcgrad", k, self_check=True)
+    check = cpu_time(lambda: first.step(batches[0])) - statistics.median(times["pcgrad"])
+    base = statistics.median(times["vanilla"])
+    params = sum(p.numel() for p in cases["vanilla"].model.parameters())
+    print(f"\n{name} ({params:,d} parameters), batch {size}, k = {k}: vanilla {1e3 * base:.1f} ms")
+    print(f"{'step':16} {'CPU ms':>7} {'x vanilla [IQR]':>20}")
+    for n, spent in times.items():
+        q1, _, q3 = (q / base for q in statistics.quantiles(spent, n=4))
+        median = statistics.median(spent)
+        print(f"{n:16} {1e3 * median:7.1f} {median / base:8.2f} [{q1:.2f}, {q3:.2f}]")
+    print(f"{'self-check':16} {1e3 * check:7.1f} {check / base:8.2f} (once per run, pcgrad)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--profile", default="cpu")
     parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--paths", nargs="+", default=list(PATHS), choices=PATHS)
     args = parser.parse_args()
-    runs = trainers(args.profile, args.k, tuple(args.paths))
-    cpu: dict[str, list[float]] = {name: [] for name in runs}
-    wall: dict[str, list[float]] = {name: [] for name in runs}
-    for trainer in runs.values():  # warm-up
-        trainer.train_step()
-    for _ in range(args.rounds):
-        for name, trainer in runs.items():
-            start_cpu, start_wall = time.process_time(), time.perf_counter()
-            trainer.train_step()
-            cpu[name].append(time.process_time() - start_cpu)
-            wall[name].append(time.perf_counter() - start_wall)
-    cfg = runs["vanilla"].config
-    params = sum(p.numel() for p in runs["vanilla"].model.parameters())
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); profile {args.profile}: "
-        f"{cfg.model.arch} ({params:,d} parameters), batch {cfg.train.batch_size}, k = {args.k}, "
-        f"{args.rounds} interleaved rounds"
-    )
-    base_cpu, base_wall = statistics.median(cpu["vanilla"]), statistics.median(wall["vanilla"])
-    print(
-        f"{'method (gradient path)':24} {'CPU ms':>7} {'CPU x vanilla':>14} {'wall x vanilla':>15}"
-    )
-    for name in runs:
-        median = statistics.median(cpu[name])
-        q1, _, q3 = (q / base_cpu for q in statistics.quantiles(cpu[name], n=4))
-        ratio = f"{median / base_cpu:.2f} [{q1:.2f}, {q3:.2f}]"
-        wall_ratio = statistics.median(wall[name]) / base_wall
-        print(f"{name:24} {1e3 * median:7.1f} {ratio:>18} {wall_ratio:11.2f}")
-    print(
-        "CPU: process time of the step (one thread), robust to other processes on the machine; "
-        "[ ]: interquartile range of single steps / vanilla's median; wall: median wall time"
-    )
+    torch.set_num_threads(1)
+    print(f"torch {torch.__version__}, 1 thread, {args.rounds} interleaved rounds")
+    bench_model("cpu-profile U-Net", project_unet, args.k, args.batch, args.rounds)
+    bench_model("diffusers UNet2DModel", diffusers_unet, args.k, args.batch, args.rounds)
 
 
 if __name__ == "__main__":

@@ -65,7 +65,7 @@ SMOKE_SAMPLES = 8
 VMAP_SAMPLES = 256  # default gradient block: about this many samples per vmap call (fastest)
 FORWARD_SAMPLES = 1024  # default block of bin_losses (forward only)
 GRADIENT_MEMORY_BYTES = 2**31  # task_affinity keeps at most this many bytes of gradient vectors
-LOOKAHEAD_LR = 2e-3  # plain SGD; REFERENCE.md: only 1e-3..4e-3 make sense on the digits
+LOOKAHEAD_LR = 2e-3  # plain SGD; on the digits only 1e-3..4e-3 lower the losses
 
 
 def bin_edges(num_timesteps: int, num_bins: int) -> np.ndarray:

@@ -243,7 +243,7 @@ savefig(fig, "01_task_affinity_lookahead", profile)
 #
 # **What does not reproduce here.** Negative cosines are rare and tiny (7 % of the U-Net's pairs,
 # the most negative -0.04, between t < 50 and t in [450, 500)), while an earlier throwaway probe
-# (REFERENCE.md section 8: 0.93 / 0.53 / 0.20 at distance 1 / 5 / 10) saw two blocks, low noise
+# on this machine (0.93 / 0.53 / 0.20 at distance 1 / 5 / 10) saw two blocks, low noise
 # and mid/high noise, with cosines down to -0.66. Its protocol is recorded only as "gradient
 # cosine over 4 minibatches"; here one eval set of 64 images and noises is shared by every bin,
 # which may make far bins agree more (0.37 against 0.20 at distance 10). We have not isolated the

