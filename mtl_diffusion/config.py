@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtl_diffusion.ranges import RANGES, describe, in_range
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -333,20 +335,16 @@ def validate(config: Config) -> None:
     if name not in ("digits", "folder") and name.removeprefix("toy:") not in TOY_NAMES:
         allowed = ["digits", "folder"] + [f"toy:{t}" for t in TOY_NAMES]
         raise ConfigError(f"data.name={name!r} is not allowed; choose one of {allowed}")
-    positive = ("train.steps", "train.batch_size", "diffusion.num_timesteps", "eval.num_samples")
-    for key in positive:
-        section, field_name = key.split(".")
-        if getattr(getattr(config, section), field_name) <= 0:
-            raise ConfigError(f"{key} must be positive")
-    if not 0.0 < config.data.test_fraction < 1.0:
-        raise ConfigError("data.test_fraction must be in (0, 1)")
-    if config.data.max_images < 0:
-        raise ConfigError("data.max_images must be >= 0 (0: every image)")
-    if config.eval.pixel_size < 1:
-        raise ConfigError("eval.pixel_size must be positive")
-    if not 0.0 <= config.train.ema_decay < 1.0:
-        raise ConfigError("train.ema_decay must be in [0, 1)")
+    for key in RANGES:
+        value = _value(config, key)
+        for item in value if isinstance(value, tuple) else (value,):
+            if not in_range(item, key):
+                raise ConfigError(f"{key}={value!r} is out of range: it must be {describe(key)}")
     T = config.diffusion.num_timesteps
+    if config.eval.sampling_steps > T:
+        raise ConfigError(
+            f"eval.sampling_steps={config.eval.sampling_steps} must be <= diffusion.num_timesteps={T}"
+        )
     start, end = config.timesteps.t_start, config.timesteps.t_end
     end = T - 1 if end == -1 else end
     if not 0 <= start <= end < T:
@@ -354,6 +352,14 @@ def validate(config: Config) -> None:
             f"timesteps.t_start={start}, timesteps.t_end={config.timesteps.t_end} must satisfy "
             f"0 <= t_start <= t_end <= {T - 1} (t_end=-1 means {T - 1})"
         )
+
+
+def _value(config: Config, key: str) -> Any:
+    """The value of a dotted key ("section.field") or a top-level field."""
+    if "." not in key:
+        return getattr(config, key)
+    section, name = key.split(".")
+    return getattr(getattr(config, section), name)
 
 
 def _coerce(key: str, owner: type, name: str, value: Any) -> Any:

@@ -17,6 +17,9 @@ def _as_samples(x: np.ndarray, name: str, min_rows: int) -> np.ndarray:
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or len(x) < min_rows:
         raise ValueError(f"{name} must be a 2-D array with at least {min_rows} rows, got {x.shape}")
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise ValueError(f"{name} has non-finite features in {bad} of {len(x)} rows (NaN samples?)")
     return x
 
 

@@ -16,12 +16,16 @@ from torch import Tensor, nn
 ROUTING_KINDS = ("dtr", "random", "none")
 
 
+def _check_int(value: object, name: str, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def _active_channels(channels: int, beta: float) -> int:
     """Validate (channels, beta) and return the number of active channels int(beta * C)."""
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must be in (0, 1], got {beta}")
-    if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}")
+    _check_int(channels, "channels", 1)
     active = int(beta * channels)
     if active < 1:
         raise ValueError(
@@ -36,9 +40,8 @@ def dtr_mask(num_tasks: int, channels: int, beta: float = 0.8, alpha: float = 4.
     Row t is a window of ``int(beta * channels)`` active channels starting at
     ``round((t / (num_tasks - 1)) ** alpha * (channels - int(beta * channels)))``.
     """
-    if num_tasks < 2:
-        raise ValueError(f"num_tasks must be >= 2, got {num_tasks}")
-    if not alpha > 0:
+    _check_int(num_tasks, "num_tasks", 2)
+    if not 0 < alpha < float("inf"):
         raise ValueError(f"alpha must be > 0, got {alpha}")
     active = _active_channels(channels, beta)
     # Python floats and round() (half to even), exactly the formula above.
@@ -51,8 +54,8 @@ def dtr_mask(num_tasks: int, channels: int, beta: float = 0.8, alpha: float = 4.
 def random_mask(num_tasks: int, channels: int, beta: float = 0.8, seed: int = 0) -> Tensor:
     """Random routing (R-TR), bool (num_tasks, channels): per task a random subset of
     ``int(beta * channels)`` channels, fixed by ``seed``."""
-    if num_tasks < 1:
-        raise ValueError(f"num_tasks must be >= 1, got {num_tasks}")
+    _check_int(num_tasks, "num_tasks", 1)
+    _check_int(seed, "seed", 0)
     active = _active_channels(channels, beta)
     gen = torch.Generator().manual_seed(seed)
     chosen = torch.rand(num_tasks, channels, generator=gen).argsort(dim=1)[:, :active]

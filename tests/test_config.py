@@ -43,7 +43,7 @@ def test_dotted_dict_and_keyword_overrides() -> None:
         ({"diffusion.schedule": "quadratic"}, "['linear', 'cosine']"),
         ({"model.arch": "vit"}, "['unet', 'dit', 'mlp']"),
         ({"data.name": "cifar"}, "toy:8gaussians"),
-        ({"train.steps": 0}, "train.steps must be positive"),
+        ({"train.steps": 0}, "train.steps=0 is out of range: it must be >= 1"),
         ({"train.ema_decay": 1.0}, "train.ema_decay"),
     ],
 )

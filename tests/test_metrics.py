@@ -216,3 +216,13 @@ def test_digit_features(net):
     np.testing.assert_array_equal(digit_features(x * 3), digit_features((x * 3).clamp(-1, 1)))
     with pytest.raises(ValueError, match="images"):
         digit_features(torch.zeros(4, 1, 16, 16))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_metrics_refuse_non_finite_features(bad: float) -> None:
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(50, 4)), rng.normal(size=(50, 4))
+    fake[3, 1] = bad
+    for metric in (frechet_distance, kid, precision_recall):
+        with pytest.raises(ValueError, match="non-finite features in 1 of 50 rows"):
+            metric(real, fake)

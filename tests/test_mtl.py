@@ -149,7 +149,6 @@ def test_nash_keeps_dtype_and_warm_start() -> None:
     [
         [[1.0, -1.0], [-1.0, 1.0]],  # g2 = -g1: singular, no positive solution
         [[1.0, 0.0], [0.0, 0.0]],  # a zero gradient
-        [[1.0, 0.0], [0.0, -1.0]],  # indefinite, alpha_2 (G alpha)_2 < 0
         [[1.0, -1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 1.0]],  # unbounded along (1, 1, 0)
         [[1.0, math.nan], [math.nan, 1.0]],
         [[1.0, math.inf], [math.inf, 1.0]],
@@ -158,6 +157,29 @@ def test_nash_keeps_dtype_and_warm_start() -> None:
 def test_nash_raises_when_unsolvable(gram: list[list[float]]) -> None:
     with pytest.raises(NashSolveError):
         nash_weights(torch.tensor(gram, dtype=torch.float64))
+
+
+@pytest.mark.parametrize(
+    "weights", [nash_weights, mgda_weights, imtlg_weights, cagrad_weights, pcgrad_weights]
+)
+@pytest.mark.parametrize(
+    "gram",
+    [
+        [[1.0, 0.0], [0.0, -1.0]],  # a negative diagonal
+        [[1.0, 2.0], [2.0, 1.0]],  # indefinite: eigenvalues 3 and -1 (MGDA would maximise)
+    ],
+)
+def test_gramian_weightings_refuse_a_matrix_that_is_no_gramian(weights, gram) -> None:
+    with pytest.raises(ValueError, match="positive semidefinite"):
+        weights(torch.tensor(gram, dtype=torch.float64))
+
+
+def test_gramian_weightings_accept_float32_rounding_of_parallel_gradients() -> None:
+    g = torch.randn(1, 100_000, generator=torch.Generator().manual_seed(0)).repeat(4, 1)
+    g = g * torch.tensor([[1.0], [2.0], [3.0], [4.0]])  # rank one: zero eigenvalues, rounded
+    gram = g @ g.T
+    mgda_weights(gram)
+    pcgrad_weights(gram, generator=torch.Generator().manual_seed(0))
 
 
 def test_nash_mtl_solves_the_raw_gramian_as_published() -> None:

@@ -306,3 +306,19 @@ def test_output_layer_routing_switch(arch: str, setting: str, routed_output: boo
     h = seen[0] if arch == "unet" else seen[0].transpose(1, 2)  # (4, C, ...)
     zeroed = (h.flatten(2).abs().amax(2) == 0)[inactive]
     assert bool(zeroed.all()) == routed_output and bool(zeroed.any()) == routed_output
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: dtr_mask(5, 2.5), "channels must be an integer >= 1, got 2.5"),
+        (lambda: dtr_mask(5.0, 8), "num_tasks must be an integer >= 2, got 5.0"),
+        (lambda: dtr_mask(True, 8), "num_tasks must be an integer >= 2, got True"),
+        (lambda: dtr_mask(5, 8, alpha=float("inf")), "alpha must be > 0"),
+        (lambda: random_mask(5, 4.0), "channels must be an integer >= 1, got 4.0"),
+        (lambda: random_mask(5, 8, seed=1.5), "seed must be an integer >= 0, got 1.5"),
+    ],
+)
+def test_masks_take_integer_sizes_only(call, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        call()

@@ -6,12 +6,17 @@ import numpy as np
 import torch
 
 SYMMETRY_RTOL = 1e-5  # float32 rounding of g @ g.T stays far below this
+# Smallest eigenvalue allowed, relative to the largest: float32 rounding of a Gramian of nearly
+# parallel gradients can dip a little below zero; an indefinite matrix is no Gramian.
+PSD_RTOL = 1e-4
 
 
 def gramian_array(gramian: torch.Tensor, name: str = "gramian") -> np.ndarray:
-    """A float64 NumPy copy of a k x k Gramian; raises ValueError unless square, finite, symmetric.
+    """A float64 NumPy copy of a k x k Gramian; raises ValueError unless square, finite,
+    symmetric and positive semidefinite.
 
-    Asymmetry up to SYMMETRY_RTOL * max|G| (rounding) is removed by symmetrising.
+    Asymmetry up to SYMMETRY_RTOL * max|G| (rounding) is removed by symmetrising; eigenvalues
+    down to -PSD_RTOL * (largest eigenvalue) are accepted as rounding.
     """
     g = torch.as_tensor(gramian).detach().to("cpu", torch.float64).numpy()
     if g.ndim != 2 or g.shape[0] != g.shape[1] or g.shape[0] == 0:
@@ -21,7 +26,14 @@ def gramian_array(gramian: torch.Tensor, name: str = "gramian") -> np.ndarray:
     scale = np.abs(g).max()
     if np.abs(g - g.T).max() > SYMMETRY_RTOL * scale:
         raise ValueError(f"{name} must be symmetric (a Gramian g @ g.T)")
-    return 0.5 * (g + g.T)
+    g = 0.5 * (g + g.T)
+    eigenvalues = np.linalg.eigvalsh(g)
+    if eigenvalues[0] < -PSD_RTOL * max(eigenvalues[-1], 0.0) or eigenvalues[-1] < 0:
+        raise ValueError(
+            f"{name} must be positive semidefinite (a Gramian g @ g.T): its smallest eigenvalue "
+            f"is {eigenvalues[0]:.3g}, its largest {eigenvalues[-1]:.3g}"
+        )
+    return g
 
 
 def weights_like(weights: np.ndarray, gramian: torch.Tensor) -> torch.Tensor:
