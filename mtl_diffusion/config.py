@@ -343,7 +343,8 @@ def validate(config: Config) -> None:
     T = config.diffusion.num_timesteps
     if config.eval.sampling_steps > T:
         raise ConfigError(
-            f"eval.sampling_steps={config.eval.sampling_steps} must be <= diffusion.num_timesteps={T}"
+            f"eval.sampling_steps={config.eval.sampling_steps} must be <= "
+            f"diffusion.num_timesteps={T}"
         )
     start, end = config.timesteps.t_start, config.timesteps.t_end
     end = T - 1 if end == -1 else end
