@@ -21,7 +21,7 @@ DIGITS_SPLIT_SEED = 0
 TOYS = ("8gaussians", "moons", "swissroll", "checkerboard")
 TOY_SIZE = 20_000
 TOY_SEEDS = {"train": 0, "test": 1}
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 GAUSSIANS_RADIUS = 1.0
 GAUSSIANS_STD = 0.1
 FOLDER_SPLIT_SEED = 0
@@ -108,15 +108,47 @@ def _image_files(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+HIGH_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # integer grey, scaled from 0..65535
+
+
+def _centre_square(img: Image.Image, image_size: int) -> Image.Image:
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    return img.resize((image_size, image_size), Image.Resampling.BICUBIC)
+
+
+def _grey_levels(img: Image.Image, file: Path) -> Image.Image:
+    """A 16-bit or 32-bit integer grey image (0..65535) or a float one (0..1) as a float
+    image of 0..255 levels; ValueError naming the file for values outside those ranges."""
+    values = np.asarray(img, dtype=np.float64)
+    if img.mode == "F":
+        low, high, top = 0.0, 1.0, 1.0
+    else:
+        low, high, top = 0.0, 65535.0, 65535.0
+    if not np.isfinite(values).all() or values.min() < low or values.max() > high:
+        raise ValueError(
+            f"{file}: {img.mode} pixels must lie in [{low:g}, {high:g}], got "
+            f"[{values.min():g}, {values.max():g}]; convert the image to 8 or 16 bits"
+        )
+    return Image.fromarray((values * (255.0 / top)).astype(np.float32), mode="F")
+
+
 def _load_image(file: Path, image_size: int, mode: str) -> np.ndarray:
-    with Image.open(file) as img:
-        img = img.convert(mode)
-        w, h = img.size
-        side = min(w, h)
-        left, top = (w - side) // 2, (h - side) // 2
-        img = img.crop((left, top, left + side, top + side))
-        img = img.resize((image_size, image_size), Image.Resampling.BICUBIC)
-        array = np.asarray(img, dtype=np.float32)
+    """(C, image_size, image_size) float32 levels 0..255 of the centre square of `file`."""
+    try:
+        with Image.open(file) as img:
+            if img.mode in HIGH_DEPTH or img.mode == "F":
+                grey = _centre_square(_grey_levels(img, file), image_size)
+                array = np.asarray(grey, dtype=np.float32)
+                array = array if mode == "L" else np.stack([array] * 3, axis=-1)
+            else:
+                array = np.asarray(_centre_square(img.convert(mode), image_size), np.float32)
+    except Exception as error:  # PIL raises OSError, SyntaxError, ... for broken files
+        if isinstance(error, ValueError) and str(file) in str(error):
+            raise
+        raise ValueError(f"{file}: cannot read this image ({error})") from error
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
@@ -187,6 +219,23 @@ def load_folder_split(
     """One split of an image folder (see ``folder_split_files``) as in ``load_image_folder``."""
     files = folder_split_files(path, split, test_fraction, max_images)
     return _load_files(files, image_size, channels)
+
+
+def check_training_data(data: torch.Tensor, images: bool, what: str = "data") -> None:
+    """Raise ValueError unless `data` is finite float data with one sample per row, and for
+    images (N, C, H, W) in [-1, 1] (the range every model and metric here assumes)."""
+    if not isinstance(data, torch.Tensor) or not data.is_floating_point() or data.dim() < 2:
+        kind = f"{data.dtype} {tuple(data.shape)}" if isinstance(data, torch.Tensor) else type(data)
+        raise ValueError(f"{what} must be a float tensor with one sample per row, got {kind}")
+    if not torch.isfinite(data).all():
+        raise ValueError(f"{what} holds NaN or infinite values")
+    if images:
+        low, high = float(data.min()), float(data.max())
+        if data.dim() != 4 or low < -1.0 - 1e-4 or high > 1.0 + 1e-4:
+            raise ValueError(
+                f"{what} must be images (N, C, H, W) in [-1, 1], got shape {tuple(data.shape)} "
+                f"with values in [{low:g}, {high:g}] (8-bit images: x / 127.5 - 1)"
+            )
 
 
 def load_dataset(name: str, split: str = "train", **kw) -> torch.Tensor:

@@ -137,6 +137,26 @@ def reference_embeddings(config: Config, split: str = "test") -> tuple[np.ndarra
     return _reference(config.data, config.eval.feature_net, config.eval.pixel_size, split)
 
 
+def check_ready(config: Config, split: str = "test") -> None:
+    """Fail in seconds, not at the first evaluation: the split holds enough images for every
+    metric (precision/recall with k = 3 neighbours need 4) and the feature network maps two
+    real images to finite (2, d) features."""
+    images = dataset_from_config(config, split)
+    if len(images) < 4 or config.eval.num_samples < 4:
+        raise ValueError(
+            f"the sample metrics need at least 4 real and 4 generated images; the {split} split "
+            f"of {config.data.name} has {len(images)}, eval.num_samples is "
+            f"{config.eval.num_samples} (raise data.max_images / data.test_fraction or "
+            "eval.num_samples)"
+        )
+    feats = feature_embedding(config)(images[:2])
+    if feats.shape[0] != 2 or feats.ndim != 2 or not np.isfinite(feats).all():
+        raise ValueError(
+            f"the feature space of {config.data.name} must map 2 images to finite (2, d) "
+            f"features, got shape {feats.shape}"
+        )
+
+
 def distances(samples: torch.Tensor, config: Config, split: str = "test") -> dict[str, float]:
     """Frechet distances of ``samples`` to the real ``split``: fd (features), fd_pixel."""
     ref_feats, ref_pixels = reference_embeddings(config, split)

@@ -22,6 +22,7 @@ from PIL import Image
 from mtl_diffusion.data import load_digits_split
 
 SEED = 0
+MARKER = ".mtl_diffusion_example"  # written into every folder this module creates
 
 
 def example_images(count: int = 500, size: int = 32, seed: int = SEED) -> np.ndarray:
@@ -41,14 +42,22 @@ def example_images(count: int = 500, size: int = 32, seed: int = SEED) -> np.nda
 
 
 def write_example_folder(path: str | Path, count: int = 500, size: int = 32) -> Path:
-    """Write ``example_images`` as PNGs into ``path`` (replacing it; written to a temporary
-    folder first and renamed, so an interrupted call leaves no half folder)."""
+    """Write ``example_images`` as PNGs into ``path`` (written to a temporary folder first and
+    renamed, so an interrupted call leaves no half folder). An existing ``path`` is replaced only
+    when this function made it (it holds MARKER) or it is empty: user files are never touched."""
     path = Path(path)
+    if path.exists() and not (path / MARKER).is_file():
+        if not path.is_dir() or any(path.iterdir()):
+            raise ValueError(
+                f"refusing to replace {path}: it holds files this command did not write (no "
+                f"{MARKER} in it); choose a new or empty folder"
+            )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
     try:
         for i, image in enumerate(example_images(count, size)):
             Image.fromarray(image).save(tmp / f"{i:05d}.png")
+        (tmp / MARKER).write_text("written by python -m mtl_diffusion.example_folder\n")
         shutil.rmtree(path, ignore_errors=True)
         tmp.rename(path)
     except BaseException:

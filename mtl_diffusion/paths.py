@@ -15,7 +15,13 @@ NOTEBOOKS = ROOT / "notebooks"
 def artifacts_dir(profile: str) -> Path:
     """Folder for one profile's caches and checkpoints (smoke never touches cpu or paper)."""
     path = ARTIFACTS / profile
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(
+            f"cannot create {path} ({error.strerror or error}): set MTL_DIFFUSION_ARTIFACTS to a "
+            "writable folder"
+        ) from error
     return path
 
 

@@ -16,10 +16,11 @@ import torch
 from torch import nn
 
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
-from mtl_diffusion.cache import cache_key, load_or_compute
+from mtl_diffusion.cache import cache_key, check_writable, load_or_compute
 from mtl_diffusion.clusters import timesteps_for
 from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Model, model_device
+from mtl_diffusion.evaluation import check_ready
 from mtl_diffusion.evaluation import evaluate as sample_metrics
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.progress import progress
@@ -97,6 +98,7 @@ def sample_evaluator(config: Config) -> Evaluator | None:
     digits or an image folder; see ``evaluation.py`` for the metrics' spaces)."""
     if config.data.name not in ("digits", "folder"):
         return None
+    check_ready(config)  # the split, the feature network: fail now, not hours into training
 
     def evaluate(model: nn.Module) -> dict[str, float]:
         return sample_metrics(generate(model, config, config.eval.num_samples), config)
@@ -106,7 +108,9 @@ def sample_evaluator(config: Config) -> Evaluator | None:
 
 def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
     """Train `config` once (resuming an interrupted run) and cache the result under `name`."""
-    run_dir = artifacts_dir(config.profile) / "runs" / f"{name}-{cache_key(config, name)}"
+    key = cache_key(config, name, code=False)  # a code edit keeps the run resumable
+    run_dir = artifacts_dir(config.profile) / "runs" / f"{name}-{key}"
+    check_writable(run_dir)
 
     def compute() -> RunResult:
         trainer = Trainer(

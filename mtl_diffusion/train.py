@@ -25,8 +25,15 @@ from mtl_diffusion.builders import (
     schedule_from_config,
     timesteps_from_config,
 )
-from mtl_diffusion.cache import atomic_save
+from mtl_diffusion.cache import remove_stale_temporaries
+from mtl_diffusion.checkpoints import (
+    non_finite,
+    read_checkpoint,
+    resume_allowed,
+    write_checkpoint,
+)
 from mtl_diffusion.config import Config
+from mtl_diffusion.data import check_training_data
 from mtl_diffusion.diffusion import Schedule
 from mtl_diffusion.ema import ema_decay, make_ema, update_ema
 from mtl_diffusion.mtl.batch import DenoisingBatch
@@ -80,7 +87,9 @@ class Trainer:
         self.device = device_from_config(config)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.schedule = schedule_from_config(config).to(self.device)
-        self.data = (dataset_from_config(config) if data is None else data).to(self.device)
+        data = dataset_from_config(config) if data is None else data
+        check_training_data(data, config.data.name in ("digits", "folder"), "the training data")
+        self.data = data.to(self.device)
         self.model = (model_from_config(config) if model is None else model).to(self.device)
         self.ema = make_ema(self.model)
         self.timesteps = timesteps_from_config(config) if timesteps is None else timesteps
@@ -95,8 +104,12 @@ class Trainer:
         self.step = 0
         self.history = History()
         self.last_stats: StepStats | None = None
-        if run_dir is not None and (run_dir / CHECKPOINT).exists():
-            self.load_checkpoint(run_dir / CHECKPOINT)
+        if run_dir is not None:
+            remove_stale_temporaries(run_dir, CHECKPOINT)
+            if (run_dir / CHECKPOINT).exists():
+                state = read_checkpoint(run_dir / CHECKPOINT, self.device)
+                if resume_allowed(state, run_dir / CHECKPOINT):
+                    self.load_state_dict(state)
 
     # --- one optimisation step -------------------------------------------------------------
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -231,16 +244,27 @@ class Trainer:
             self.timesteps.load_state_dict(state["timesteps"])
 
     def save_checkpoint(self, path: Path) -> None:
-        atomic_save(self.state_dict(), path)
+        """Write the state, only if finite (the previous checkpoint is kept otherwise)."""
+        state = self.state_dict()
+        bad = non_finite(state)
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite weights at step {self.step} ({', '.join(bad[:3])}); not saved. "
+                f"Last good checkpoint: {self.checkpoint_note()}"
+            )
+        write_checkpoint(state, path)
 
     def load_checkpoint(self, path: Path) -> None:
-        self.load_state_dict(torch.load(path, map_location=self.device, weights_only=False))
+        self.load_state_dict(read_checkpoint(path, self.device))
 
     def checkpoint_note(self) -> str:
-        if self.run_dir is None or not (self.run_dir / CHECKPOINT).exists():
+        path = None if self.run_dir is None else self.run_dir / CHECKPOINT
+        if path is None or not path.exists():
             return "none (no run_dir or no checkpoint written yet)"
-        step = torch.load(self.run_dir / CHECKPOINT, map_location="cpu", weights_only=False)["step"]
-        return f"{self.run_dir / CHECKPOINT} (step {step})"
+        try:
+            return f"{path} (step {read_checkpoint(path)['step']})"
+        except RuntimeError as error:
+            return f"none readable ({error})"
 
 
 def timestep_loss_weights(config: Config, schedule: Schedule) -> torch.Tensor:

@@ -14,7 +14,7 @@ PACKAGE = Path(mtl_diffusion.__file__).parent
 # Layers 1-3: usable in a researcher's own loop without a Config.
 CONFIG_FREE = (
     "clustering", "data", "diffusion", "ema", "metrics", "progress", "routing", "sampling",
-    "timesteps", "weighting", "models", "mtl",
+    "stats", "timesteps", "weighting", "models", "mtl",
     "scorecl.augment", "scorecl.encoder", "scorecl.knn", "scorecl.losses", "scorecl.score",
     "scorecl.weights",
 )  # fmt: skip
