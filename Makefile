@@ -46,7 +46,7 @@ nbval: $(STAMP)
 		build/notebooks/smoke/*.ipynb build/notebooks/paper-smoke/*.ipynb
 
 figures: $(STAMP)
-	$(PY) -m mtl_diffusion.run_notebooks --profile cpu --jobs $(JOBS) $(NOTEBOOKS)
+	$(PY) -m mtl_diffusion.run_notebooks --profile cpu --jobs $(JOBS) --publish $(NOTEBOOKS)
 
 notebooks: $(STAMP)
 	$(VENV)/bin/jupytext --to ipynb notebooks/*.py

@@ -26,7 +26,8 @@ def artifacts_dir(profile: str) -> Path:
 
 
 def figures_dir(profile: str) -> Path:
-    """Where figures go: figures/ (cpu), figures/paper/ (paper), build/figures/<profile> else."""
-    path = {"cpu": FIGURES, "paper": FIGURES / "paper"}.get(profile, BUILD / "figures" / profile)
+    """Where figures go outside a notebook run: build/figures/<profile> (the committed
+    figures/ is written only by make figures, see mtl_diffusion.notebook)."""
+    path = BUILD / "figures" / profile
     path.mkdir(parents=True, exist_ok=True)
     return path

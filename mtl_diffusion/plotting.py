@@ -9,6 +9,7 @@ import numpy as np
 import seaborn as sns
 import torch
 
+from mtl_diffusion import notebook
 from mtl_diffusion.paths import figures_dir
 
 
@@ -19,8 +20,11 @@ def set_style() -> None:
 
 
 def savefig(fig: plt.Figure, name: str, profile: str) -> Path:
-    """Save `fig` as PNG: figures/ for cpu, figures/paper/ for paper, build/ for smoke."""
-    path = figures_dir(profile) / f"{name}.png"
+    """Save `fig` as PNG in the figures folder of this notebook's run (see
+    mtl_diffusion.notebook), or build/figures/<profile> outside a notebook run."""
+    run = notebook.CURRENT
+    folder = run.figures if run is not None and run.profile == profile else figures_dir(profile)
+    path = folder / f"{name}.png"
     fig.savefig(path, bbox_inches="tight")
     return path
 

@@ -1,11 +1,16 @@
 """Run (or only prepare) every notebook under one profile with papermill.
 
-    python -m mtl_diffusion.run_notebooks --profile cpu --jobs 2     # make figures
-    python -m mtl_diffusion.run_notebooks --profile smoke --prepare-only   # for nbval
+    python -m mtl_diffusion.run_notebooks --profile cpu --jobs 2 --publish   # make figures
+    python -m mtl_diffusion.run_notebooks --profile smoke --prepare-only     # for nbval
     python -m mtl_diffusion.run_notebooks --profile cpu 00 -p seed 3
 
-Percent-format sources in notebooks/ are converted with jupytext; outputs go to
-build/notebooks/<profile>/, with the wall time of each run in runtimes.json there.
+Percent-format sources in notebooks/ are converted with jupytext. An executed notebook goes to
+its run folder build/runs/<profile>/<notebook>/<name=value,...>/ (see mtl_diffusion.notebook),
+beside its figures; prepared ones to build/notebooks/<profile>/; the wall time of each run is
+kept in build/notebooks/<profile>/runtimes.json, which the next run's time estimates read.
+A -p name the notebook does not declare, or -p profile, is refused before anything runs;
+relative data.path / eval.feature_net in config_overrides are resolved against the caller's
+working directory.
 """
 
 from __future__ import annotations
@@ -14,12 +19,22 @@ import argparse
 import ast
 import json
 import os
+import shlex
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from mtl_diffusion.config import PROFILES
+from mtl_diffusion.config import PROFILES, parse_overrides
+from mtl_diffusion.notebook import (
+    PUBLISH_ENV,
+    check_parameters,
+    declared_parameters,
+    run_name,
+)
 from mtl_diffusion.paths import BUILD, NOTEBOOKS
+
+PATH_KEYS = ("data.path", "eval.feature_net")
+INLINE = "module://matplotlib_inline.backend_inline"  # executed notebooks keep their figures
 
 
 def sources(selected: list[str]) -> list[Path]:
@@ -55,7 +70,12 @@ def run_one(source: Path, profile: str, params: dict[str, object], prepare_only:
     """Convert, parameterise and (unless prepare_only) execute one notebook; return seconds."""
     import papermill
 
+    defaults = declared_parameters(source)
+    params = {name: value for name, value in params.items() if name in defaults}
+    values = {**defaults, "profile": profile, **params}
     out_dir = BUILD / "notebooks" / profile
+    if not prepare_only:
+        out_dir = BUILD / "runs" / profile / source.stem / run_name(values, defaults)
     # the unparameterised conversions live outside out_dir, which nbval collects
     raw = to_ipynb(source, BUILD / "notebooks" / "src" / f"{source.stem}.ipynb")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -81,7 +101,11 @@ def run(
     """Run the selected notebooks, `jobs` at a time, and record their wall times; a failing
     notebook does not stop the others, and the run exits with an error naming every failure."""
     os.environ.setdefault("MTL_DIFFUSION_QUIET", "1")  # no tqdm bars inside executed notebooks
+    os.environ["MPLBACKEND"] = INLINE
     notebooks = sources(selected)
+    params = check_params(notebooks, profile, params)
+    if not prepare_only:
+        announce(notebooks, profile, jobs)
     outcomes: dict[str, float | BaseException] = {}  # seconds, or what stopped the notebook
     if jobs <= 1:
         for nb in notebooks:
@@ -114,6 +138,42 @@ def run(
         )
 
 
+def check_params(notebooks: list[Path], profile: str, params: dict[str, object]) -> dict:
+    """Refuse -p profile and any -p name that no selected notebook declares (SystemExit; with
+    one notebook selected: any name it does not declare); resolve relative paths in
+    config_overrides against the caller's working directory. run_one passes each notebook
+    only the parameters it declares."""
+    if "profile" in params:
+        raise SystemExit(f"use --profile, not -p profile (got --profile {profile} and -p profile)")
+    declared: dict[str, object] = {}
+    for source in notebooks:
+        declared.update(declared_parameters(source))
+    try:
+        check_parameters(" / ".join(nb.stem for nb in notebooks), params, declared)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+    overrides = params.get("config_overrides")
+    if isinstance(overrides, str) and overrides:
+        parsed = parse_overrides(overrides)
+        for key in PATH_KEYS:
+            if key in parsed and parsed[key] and not Path(str(parsed[key])).is_absolute():
+                parsed[key] = str(Path(str(parsed[key])).resolve())
+        params = {**params, "config_overrides": shlex.join(f"{k}={v}" for k, v in parsed.items())}
+    return params
+
+
+def announce(notebooks: list[Path], profile: str, jobs: int) -> None:
+    """Say what runs and how long it took last time (build/notebooks/<profile>/runtimes.json)."""
+    path = BUILD / "notebooks" / profile / "runtimes.json"
+    last = json.loads(path.read_text()) if path.exists() else {}
+    known = [last[nb.stem] for nb in notebooks if nb.stem in last]
+    parts = [f"{nb.stem} ({last[nb.stem] / 60:.0f} min last time)" if nb.stem in last else nb.stem
+             for nb in notebooks]  # fmt: skip
+    estimate = f"; about {sum(known) / 60 / max(jobs, 1):.0f} min like last time" if known else ""
+    print(f"running {len(notebooks)} notebook(s), {jobs} at a time, under {profile}: "
+          f"{', '.join(parts)}{estimate}", flush=True)  # fmt: skip
+
+
 def parse_value(text: str) -> object:
     """A literal if it parses as one (3, 0.5, True, (1, 2)), else the string itself."""
     try:
@@ -131,10 +191,15 @@ def main() -> None:
     parser.add_argument("--prepare-only", action="store_true", help="inject parameters, do not run")
     parser.add_argument("--jobs", type=int, default=1, help="notebooks run at once")
     parser.add_argument(
+        "--publish", action="store_true", help="default parameters write figures/ (make figures)"
+    )
+    parser.add_argument(
         "-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE")
     )
     args = parser.parse_args()
     params = {name: parse_value(value) for name, value in args.param}
+    if args.publish:
+        os.environ[PUBLISH_ENV] = "1"
     run(args.profile, args.notebooks, params, args.prepare_only, args.jobs)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
-from mtl_diffusion.cache import cache_key, check_writable, load_or_compute
+from mtl_diffusion.cache import cache_key, check_writable, code_version, load_or_compute
 from mtl_diffusion.clusters import timesteps_for
 from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Model, model_device
@@ -123,7 +123,7 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
         states = [
             {k: v.cpu() for k, v in m.state_dict().items()} for m in (trainer.ema, trainer.model)
         ]
-        return RunResult(config, history, *states, environment())
+        return RunResult(config, history, *states, {**environment(), "code": code_version()})
 
     result = load_or_compute(config, compute, name=name, extra={"evaluate": evaluate})
     shutil.rmtree(run_dir, ignore_errors=True)  # the cached result supersedes the checkpoint

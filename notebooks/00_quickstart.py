@@ -39,6 +39,10 @@ steps: int = 0  # training steps; 0 keeps this notebook's default for the profil
 config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
+from mtl_diffusion import notebook
+
+this_run = notebook.start("00_quickstart", globals())  # strict parameters, run folder, 1 thread
+
 import matplotlib.pyplot as plt
 import numpy as np
 import torch

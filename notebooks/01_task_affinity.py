@@ -50,6 +50,10 @@ jobs: int = 2  # processes working on the two models at once, one thread each (s
 config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
+from mtl_diffusion import notebook
+
+this_run = notebook.start("01_task_affinity", globals())  # strict parameters, run folder, 1 thread
+
 import time
 
 import matplotlib.pyplot as plt

@@ -59,6 +59,10 @@ jobs: int = 2  # processes in parallel, one thread each (smoke runs in-process)
 config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
+from mtl_diffusion import notebook
+
+this_run = notebook.start("02_negative_transfer", globals())  # strict parameters, run folder, 1 thread
+
 import time
 
 import matplotlib.pyplot as plt

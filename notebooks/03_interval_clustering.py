@@ -45,6 +45,10 @@ k_shown: int = 5  # k drawn over the heatmaps (ANT uses 5; the DTR code 8)
 config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
+from mtl_diffusion import notebook
+
+this_run = notebook.start("03_interval_clustering", globals())  # strict parameters, run folder, 1 thread
+
 import time
 
 import matplotlib.pyplot as plt

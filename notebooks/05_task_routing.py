@@ -59,6 +59,10 @@ jobs: int = 2  # training processes in parallel, one thread each (smoke trains i
 config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
+from mtl_diffusion import notebook
+
+this_run = notebook.start("05_task_routing", globals())  # strict parameters, run folder, 1 thread
+
 import time
 
 import matplotlib.pyplot as plt

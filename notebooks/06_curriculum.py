@@ -52,6 +52,10 @@ kl_stride: int = 0  # KL at every kl_stride-th timestep from t 1 on; 0 keeps the
 config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
 
 # %%
+from mtl_diffusion import notebook
+
+this_run = notebook.start("06_curriculum", globals())  # strict parameters, run folder, 1 thread
+
 import matplotlib.pyplot as plt
 import numpy as np
 

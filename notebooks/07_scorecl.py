@@ -48,6 +48,10 @@ jobs: int = 0  # SSL worker processes; 0 means MTL_DIFFUSION_JOBS or the core co
 observe_images: int = 256  # test digits per point of the score-vs-strength curves
 
 # %%
+from mtl_diffusion import notebook
+
+this_run = notebook.start("07_scorecl", globals())  # strict parameters, run folder, 1 thread
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd

@@ -30,18 +30,15 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
     return model
 
 
+# Two levels of 16 and 32 channels on 8x8 single-channel images, the deeper with attention.
+UNET = {"sample_size": 8, "in_channels": 1, "out_channels": 1, "layers_per_block": 1,
+        "block_out_channels": (16, 32), "norm_num_groups": 8,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D")}  # fmt: skip
+
+
 def diffusers_unet(**kwargs: object) -> nn.Module:
-    options = dict(
-        sample_size=8,
-        in_channels=1,
-        out_channels=1,
-        block_out_channels=(16, 32),
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        layers_per_block=1,
-        norm_num_groups=8,
-    )
-    return randomise(diffusers.UNet2DModel(**{**options, **kwargs}))
+    return randomise(diffusers.UNet2DModel(**{**UNET, **kwargs}))
 
 
 def unet_forward(model: nn.Module, x_t: torch.Tensor, t: torch.Tensor, **cond) -> torch.Tensor:
