@@ -16,15 +16,20 @@ API, Jupyter):
 from __future__ import annotations
 
 import ast
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from mtl_diffusion.cache import code_version
 from mtl_diffusion.config import ConfigError
 from mtl_diffusion.paths import BUILD, FIGURES, NOTEBOOKS
+from mtl_diffusion.repro import environment
 
 PUBLISH_ENV = "MTL_DIFFUSION_PUBLISH"  # set by run_notebooks --publish (make figures)
 PUBLISHED = {"cpu": FIGURES, "paper": FIGURES / "paper"}
@@ -94,6 +99,51 @@ class NotebookRun:
     params: dict[str, Any]
     folder: Path
     figures: Path
+
+    def save_results(
+        self, numbers: dict[str, Any], config: Any = None, seeds: Sequence[int] = ()
+    ) -> Path:
+        """Write results.json beside the executed notebook: the numbers the notebook's claims
+        rest on, its parameters, config, seeds, library versions and git revision."""
+        record = {
+            "notebook": self.notebook,
+            "profile": self.profile,
+            "params": self.params,
+            "seeds": list(seeds),
+            "config": config,
+            "environment": {**environment(), "code": code_version()},
+            "results": numbers,
+        }
+        path = self.folder / RESULTS
+        text = json.dumps(_jsonable(record), indent=1)
+        tmp = path.with_name(f".{RESULTS}.tmp")
+        tmp.write_text(text)
+        tmp.replace(path)
+        return path
+
+
+RESULTS = "results.json"
+
+
+def _jsonable(value: Any) -> Any:
+    """`value` with numpy and torch values as lists and numbers, tuple keys joined by " / "
+    (JSON objects take string keys only), configs as dicts."""
+    if isinstance(value, dict):
+        return {
+            " / ".join(map(str, k)) if isinstance(k, tuple) else str(k): _jsonable(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return np.asarray(value).tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if hasattr(value, "to_dict"):
+        return _jsonable(value.to_dict())
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
 
 
 def start(notebook: str, namespace: dict[str, Any]) -> NotebookRun:

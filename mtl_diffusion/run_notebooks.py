@@ -167,11 +167,15 @@ def announce(notebooks: list[Path], profile: str, jobs: int) -> None:
     path = BUILD / "notebooks" / profile / "runtimes.json"
     last = json.loads(path.read_text()) if path.exists() else {}
     known = [last[nb.stem] for nb in notebooks if nb.stem in last]
-    parts = [f"{nb.stem} ({last[nb.stem] / 60:.0f} min last time)" if nb.stem in last else nb.stem
+    parts = [f"{nb.stem} ({_duration(last[nb.stem])} last time)" if nb.stem in last else nb.stem
              for nb in notebooks]  # fmt: skip
-    estimate = f"; about {sum(known) / 60 / max(jobs, 1):.0f} min like last time" if known else ""
+    estimate = f"; about {_duration(sum(known) / max(jobs, 1))} like last time" if known else ""
     print(f"running {len(notebooks)} notebook(s), {jobs} at a time, under {profile}: "
           f"{', '.join(parts)}{estimate}", flush=True)  # fmt: skip
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def parse_value(text: str) -> object:

@@ -165,3 +165,13 @@ if not config.is_smoke(profile):
     assert fd_pixel[-1] < fd_pixel[0], (fd_pixel[0], fd_pixel[-1])
 print(f"{feature_label(cfg)} FD: {fd[0]:.2f} at step {eval_steps[0]} -> {fd[-1]:.2f} at step "
       f"{eval_steps[-1]}; real-vs-real floor {real_fd:.2f}")
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results(
+    {"eval_steps": eval_steps, "fd": fd, "fd_pixel": fd_pixel, "real_fd": real_fd,
+     "feature_space": feature_label(cfg), "final_loss": float(losses[-1])},
+    config=cfg, seeds=[seed],
+)

@@ -284,3 +284,13 @@ if not config.is_smoke(profile):
 print({arch: {"rho": round(float(summary[arch]["rho"]), 3),
               "d=1": round(float(summary[arch]["curve"][0]), 3),
               "lookahead_rho": round(float(summary[arch]["lookahead_rho"]), 3)} for arch in archs})
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results(
+    {arch: {key: summary[arch][key] for key in ("rho", "curve", "lookahead_rho")}
+     for arch in archs},
+    config=cfg, seeds=[seed],
+)

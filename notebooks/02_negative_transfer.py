@@ -343,3 +343,11 @@ if profile == "cpu" and len(seeds) >= 3:
         assert raised > by_steps["fd_pixel"][:, negative].mean(), (method, raised)
     if "uw" in ant_methods:  # ... but UW lowers the feature NTG at the lowest noise
         assert table["uw", "steps"]["fd"][:, 0].mean() < by_steps["fd"][:, 0].mean()
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results(
+    {"intervals": interval_names, "ntg": table}, config=cfg, seeds=seeds
+)

@@ -266,3 +266,12 @@ for k in ks:
 for _, _, intervals in timings.values():
     assert len(validate_intervals(intervals, T)) == 8
 print({objective: f"{(b + d) * 1e3:.0f} ms" for objective, (b, d, _) in timings.items()})
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results(
+    {"clusters": clusters, "dp_ms": {o: 1e3 * (b + d) for o, (b, d, _) in timings.items()}},
+    seeds=[seed],
+)

@@ -406,3 +406,11 @@ if not config.is_smoke(profile):
         assert uw_end[clustering].argmax() == lowest, (clustering, uw_end[clustering], lowest)
         assert np.allclose(uw_end[clustering], uw_optimum[clustering], rtol=0.1), clustering
 print({cell: verdicts[cell, "fd_pixel"] for cell in cells[1:]})
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results(
+    {"final": final, "verdicts": verdicts, "uw_weights": uw_end}, config=cfg, seeds=seeds
+)

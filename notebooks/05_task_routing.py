@@ -419,3 +419,9 @@ if profile == "cpu" and defaults == (0, 0, 0, 0.8, 4.0, "unet", True):
     wrong = {k: (verdicts[k], v) for k, v in FINDINGS.items() if verdicts[k] != v}
     assert not wrong, f"measured verdicts differ from the findings (measured, stated): {wrong}"
 print({k: v for k, v in verdicts.items() if k[3] == "fd_pixel"})
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results({"final": final, "verdicts": verdicts}, config=cfg, seeds=seeds)

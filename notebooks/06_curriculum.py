@@ -350,3 +350,12 @@ if profile == "cpu":  # the findings above, measured at this scale
     # the anti-curriculum: ahead in classifier features, behind in pixels, at the last evaluation
     assert (paired["anti-curriculum", "fd"][:, -1] < 0).all(), paired["anti-curriculum", "fd"]
     assert (paired["anti-curriculum", "fd_pixel"][:, -1] > 0).all()
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results(
+    {"distances": table, "paired": paired, "converge_progress": converge_progress},
+    config=cfg, seeds=seeds,
+)

@@ -269,3 +269,13 @@ if not smoke:
 if not smoke and seeds >= 2:
     assert (gain["mean"] < gain["std"]).all(), f"a method gains beyond its seed spread:\n{gain}"
     assert (gain["seeds_with_gain"] < seeds).all(), f"a method gains in every seed:\n{gain}"
+
+# %% [markdown]
+# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+
+# %%
+this_run.save_results(
+    {"knn": wide.to_dict(orient="list"), "gain": gain.to_dict(orient="index"),
+     "score_by_strength": observed.to_dict(orient="list")},
+    config=cfg, seeds=list(range(seed, seed + seeds)),
+)

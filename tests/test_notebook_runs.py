@@ -101,3 +101,32 @@ def test_the_runner_passes_each_notebook_only_what_it_declares(tmp_path, monkeyp
                           {"profile": "smoke", "config_overrides": "train.steps=3", "seed": 2}),
         "07_scorecl": ("seed=2", {"profile": "smoke", "seed": 2}),  # it has no config_overrides
     }  # fmt: skip
+
+
+def test_results_of_a_batch_load_into_one_table(tmp_path, monkeypatch) -> None:
+    import numpy as np
+    import torch
+
+    from mtl_diffusion.config import load
+    from mtl_diffusion.results import load_results
+
+    monkeypatch.setattr(notebook, "BUILD", tmp_path)
+    for seed in (0, 1, 2):
+        for k in (3, 5):
+            run = start("04_ant_training", {
+                "In": [f"# Parameters\nprofile = 'smoke'\nseed = {seed}\nnum_clusters = {k}\n"],
+                **declared_parameters(NOTEBOOKS / "04_ant_training.py"),
+                "profile": "smoke", "seed": seed, "num_clusters": k,
+            })  # fmt: skip
+            final = {("UW", "snr"): {"fd": np.array([1.0 + seed, 2.0]), "kid": torch.tensor(0.5)}}
+            run.save_results({"final": final, "k": k}, config=load("smoke"), seeds=[seed])
+    frame = load_results(tmp_path / "runs", notebook="04_ant_training")
+    assert len(frame) == 6 and frame["folder"].nunique() == 6
+    assert sorted(zip(frame["param.seed"], frame["param.num_clusters"])) == [
+        (s, k) for s in (0, 1, 2) for k in (3, 5)
+    ]
+    first_fd = frame["results.final.UW / snr.fd"].map(lambda v: v[0])
+    assert (first_fd == 1.0 + frame["param.seed"]).all()
+    assert (frame["results.final.UW / snr.kid"] == 0.5).all()
+    assert (frame["results.k"] == frame["param.num_clusters"]).all()
+    assert load_results(tmp_path / "runs", notebook="00_quickstart").empty
