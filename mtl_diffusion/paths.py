@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "figures"
-BUILD = ROOT / "build"
+BUILD = Path(os.environ.get("MTL_DIFFUSION_BUILD", ROOT / "build"))
 ARTIFACTS = Path(os.environ.get("MTL_DIFFUSION_ARTIFACTS", ROOT / "artifacts"))
 NOTEBOOKS = ROOT / "notebooks"
 

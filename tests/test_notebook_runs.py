@@ -130,3 +130,38 @@ def test_results_of_a_batch_load_into_one_table(tmp_path, monkeypatch) -> None:
     assert (frame["results.final.UW / snr.kid"] == 0.5).all()
     assert (frame["results.k"] == frame["param.num_clusters"]).all()
     assert load_results(tmp_path / "runs", notebook="00_quickstart").empty
+
+
+def test_a_papermill_batch_over_seeds_and_a_parameter_run_twice(tmp_path, monkeypatch) -> None:
+    """3 seeds x 2 values of k_shown of the clustering notebook under smoke, executed by
+    papermill twice: 6 separate runs with figures and results, the second pass from the cache;
+    then a misspelled parameter fails before any kernel starts."""
+    from mtl_diffusion import paths
+    from mtl_diffusion.results import load_results
+
+    for name, folder in (("ARTIFACTS", tmp_path / "artifacts"), ("BUILD", tmp_path / "build")):
+        monkeypatch.setenv(f"MTL_DIFFUSION_{name}", str(folder))  # seen by the kernels
+        monkeypatch.setattr(paths, name, folder)
+    monkeypatch.setattr(run_notebooks, "BUILD", tmp_path / "build")
+    batch = [{"seed": s, "k_shown": k} for s in (0, 1, 2) for k in (3, 4)]
+
+    def run_batch() -> dict[Path, int]:
+        run_notebooks.run("smoke", ["03"], {}, prepare_only=True)  # one conversion, then:
+        for params in batch:
+            run_notebooks.run("smoke", ["03"], params, prepare_only=False)
+        return {p: p.stat().st_mtime_ns for p in (tmp_path / "artifacts").rglob("*.pt")}
+
+    first = run_batch()
+    assert first, "the first pass cached nothing"
+    assert run_batch() == first  # the second pass computed nothing: every result from the cache
+    defaults = declared_parameters(NOTEBOOKS / "03_interval_clustering.py")
+    root = tmp_path / "build" / "runs" / "smoke" / "03_interval_clustering"
+    for params in batch:
+        folder = root / run_name({**defaults, **params}, defaults)
+        assert list((folder / "figures").glob("*.png")) and (folder / "results.json").is_file()
+    frame = load_results(tmp_path / "build" / "runs")
+    assert len(frame) == 6 and sorted(zip(frame["param.seed"], frame["param.k_shown"])) == sorted(
+        (p["seed"], p["k_shown"]) for p in batch
+    )
+    with pytest.raises(SystemExit, match="no parameter 'k_show'"):
+        run_notebooks.run("smoke", ["03"], {"k_show": 3}, prepare_only=False)
