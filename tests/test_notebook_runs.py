@@ -122,7 +122,7 @@ def test_results_of_a_batch_load_into_one_table(tmp_path, monkeypatch) -> None:
             run.save_results({"final": final, "k": k}, config=load("smoke"), seeds=[seed])
     frame = load_results(tmp_path / "runs", notebook="04_ant_training")
     assert len(frame) == 6 and frame["folder"].nunique() == 6
-    assert sorted(zip(frame["param.seed"], frame["param.num_clusters"])) == [
+    assert sorted(zip(frame["param.seed"], frame["param.num_clusters"], strict=True)) == [
         (s, k) for s in (0, 1, 2) for k in (3, 5)
     ]
     first_fd = frame["results.final.UW / snr.fd"].map(lambda v: v[0])
@@ -160,7 +160,7 @@ def test_a_papermill_batch_over_seeds_and_a_parameter_run_twice(tmp_path, monkey
         folder = root / run_name({**defaults, **params}, defaults)
         assert list((folder / "figures").glob("*.png")) and (folder / "results.json").is_file()
     frame = load_results(tmp_path / "build" / "runs")
-    assert len(frame) == 6 and sorted(zip(frame["param.seed"], frame["param.k_shown"])) == sorted(
+    assert len(frame) == 6 and sorted(zip(frame["param.seed"], frame["param.k_shown"], strict=True)) == sorted(
         (p["seed"], p["k_shown"]) for p in batch
     )
     with pytest.raises(SystemExit, match="no parameter 'k_show'"):
