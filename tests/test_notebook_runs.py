@@ -160,8 +160,7 @@ def test_a_papermill_batch_over_seeds_and_a_parameter_run_twice(tmp_path, monkey
         folder = root / run_name({**defaults, **params}, defaults)
         assert list((folder / "figures").glob("*.png")) and (folder / "results.json").is_file()
     frame = load_results(tmp_path / "build" / "runs")
-    assert len(frame) == 6 and sorted(zip(frame["param.seed"], frame["param.k_shown"], strict=True)) == sorted(
-        (p["seed"], p["k_shown"]) for p in batch
-    )
+    pairs = zip(frame["param.seed"], frame["param.k_shown"], strict=True)
+    assert len(frame) == 6 and sorted(pairs) == sorted((p["seed"], p["k_shown"]) for p in batch)
     with pytest.raises(SystemExit, match="no parameter 'k_show'"):
         run_notebooks.run("smoke", ["03"], {"k_show": 3}, prepare_only=False)
