@@ -31,6 +31,7 @@ from mtl_diffusion.notebook import (
     declared_parameters,
     run_name,
 )
+from mtl_diffusion.notebook_progress import Monitor
 from mtl_diffusion.paths import BUILD, NOTEBOOKS
 
 PATH_KEYS = ("data.path", "eval.feature_net")
@@ -66,23 +67,34 @@ def to_ipynb(source: Path, target: Path) -> Path:
     return target
 
 
+def own_params(source: Path, params: dict[str, object]) -> dict[str, object]:
+    """The parameters of `params` that the notebook declares."""
+    defaults = declared_parameters(source)
+    return {name: value for name, value in params.items() if name in defaults}
+
+
+def output_path(source: Path, profile: str, params: dict[str, object], prepare_only: bool) -> Path:
+    """build/notebooks/<profile>/<nb>.ipynb when prepared, else in the run's own folder."""
+    if prepare_only:
+        return BUILD / "notebooks" / profile / f"{source.stem}.ipynb"
+    defaults = declared_parameters(source)
+    name = run_name({**defaults, "profile": profile, **own_params(source, params)}, defaults)
+    return BUILD / "runs" / profile / source.stem / name / f"{source.stem}.ipynb"
+
+
 def run_one(source: Path, profile: str, params: dict[str, object], prepare_only: bool) -> float:
     """Convert, parameterise and (unless prepare_only) execute one notebook; return seconds."""
     import papermill
 
-    defaults = declared_parameters(source)
-    params = {name: value for name, value in params.items() if name in defaults}
-    values = {**defaults, "profile": profile, **params}
-    out_dir = BUILD / "notebooks" / profile
-    if not prepare_only:
-        out_dir = BUILD / "runs" / profile / source.stem / run_name(values, defaults)
+    params = own_params(source, params)
+    out = output_path(source, profile, params, prepare_only)
     # the unparameterised conversions live outside out_dir, which nbval collects
     raw = to_ipynb(source, BUILD / "notebooks" / "src" / f"{source.stem}.ipynb")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     papermill.execute_notebook(
         str(raw),
-        str(out_dir / f"{source.stem}.ipynb"),
+        str(out),
         parameters={"profile": profile, **params},
         prepare_only=prepare_only,
         kernel_name="python3",
@@ -104,8 +116,12 @@ def run(
     os.environ["MPLBACKEND"] = INLINE
     notebooks = sources(selected)
     params = check_params(notebooks, profile, params)
+    monitor = None
     if not prepare_only:
-        announce(notebooks, profile, jobs)
+        last = announce(notebooks, profile, jobs)
+        outputs = {nb.stem: output_path(nb, profile, params, False) for nb in notebooks}
+        monitor = Monitor(outputs, last)
+        monitor.start()
     outcomes: dict[str, float | BaseException] = {}  # seconds, or what stopped the notebook
     if jobs <= 1:
         for nb in notebooks:
@@ -119,6 +135,8 @@ def run(
                 nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks
             }
             outcomes = {name: f.exception() or f.result() for name, f in futures.items()}
+    if monitor is not None:
+        monitor.stop()
     failed = {k: v for k, v in outcomes.items() if isinstance(v, BaseException)}
     seconds = {k: v for k, v in outcomes.items() if not isinstance(v, BaseException)}
     if not prepare_only and seconds:
@@ -162,8 +180,9 @@ def check_params(notebooks: list[Path], profile: str, params: dict[str, object])
     return params
 
 
-def announce(notebooks: list[Path], profile: str, jobs: int) -> None:
-    """Say what runs and how long it took last time (build/notebooks/<profile>/runtimes.json)."""
+def announce(notebooks: list[Path], profile: str, jobs: int) -> dict[str, float]:
+    """Say what runs and how long it took last time (build/notebooks/<profile>/runtimes.json);
+    return those runtimes."""
     path = BUILD / "notebooks" / profile / "runtimes.json"
     last = json.loads(path.read_text()) if path.exists() else {}
     known = [last[nb.stem] for nb in notebooks if nb.stem in last]
@@ -172,6 +191,7 @@ def announce(notebooks: list[Path], profile: str, jobs: int) -> None:
     estimate = f"; about {_duration(sum(known) / max(jobs, 1))} like last time" if known else ""
     print(f"running {len(notebooks)} notebook(s), {jobs} at a time, under {profile}: "
           f"{', '.join(parts)}{estimate}", flush=True)  # fmt: skip
+    return last
 
 
 def _duration(seconds: float) -> str:

@@ -55,3 +55,30 @@ def test_a_failure_keeps_the_other_runtimes_and_is_named(
         run_notebooks.run("cpu", ["00", "03"], {}, prepare_only=False, jobs=jobs)
     runtimes = json.loads((tmp_path / "notebooks" / "cpu" / "runtimes.json").read_text())
     assert runtimes == {"00_quickstart": 1.0}
+
+
+def test_the_monitor_reports_the_running_notebooks_cells(tmp_path: Path, capsys) -> None:
+    import time
+
+    from mtl_diffusion.notebook_progress import Monitor, cell_progress
+
+    def cell(status: str) -> dict:
+        return {"cell_type": "code", "metadata": {"papermill": {"status": status}}}
+
+    path = tmp_path / "02_negative_transfer.ipynb"
+    path.write_text(json.dumps({"cells": [cell("pending")] * 3}))
+    assert cell_progress(path) is None  # queued, not started
+    running = [cell("completed"), cell("running"), cell("pending")]
+    path.write_text(json.dumps({"cells": [*running, {"cell_type": "markdown"}]}))
+    assert cell_progress(path) == (1, 3)
+    monitor = Monitor({"02_negative_transfer": path, "04_ant_training": tmp_path / "no"},
+                      {"02_negative_transfer": 1800.0}, every=0.05)  # fmt: skip
+    monitor.start()
+    time.sleep(0.3)
+    path.touch()
+    time.sleep(0.3)
+    monitor.stop()
+    monitor.join()
+    lines = capsys.readouterr().out.splitlines()
+    assert lines and all("04_ant" not in line for line in lines)
+    assert "02_negative_transfer: 1 of 3 cells done, 0 min in (30 min last time)" in lines[-1]
