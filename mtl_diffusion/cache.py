@@ -125,8 +125,13 @@ def check_writable(folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-probe-")
-        os.close(fd)
-        Path(probe).unlink()
+        try:
+            with os.fdopen(fd, "wb") as handle:  # real bytes: a full disk refuses them
+                handle.write(b"\0" * 65536)
+                handle.flush()
+                os.fsync(handle.fileno())
+        finally:
+            Path(probe).unlink(missing_ok=True)
     except OSError as error:
         raise OSError(
             f"cannot write in {folder} ({error.strerror or error}): free disk space or set "

@@ -332,6 +332,12 @@ def validate(config: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
     name = config.data.name
+    if name == "digits" and (config.data.image_size, config.data.channels) != (8, 1):
+        raise ConfigError(
+            "data.name='digits' is 8x8 grey: data.image_size must be 8 and data.channels 1 (got "
+            f"{config.data.image_size} and {config.data.channels}); use data.name='folder' for "
+            "other images"
+        )
     if name not in ("digits", "folder") and name.removeprefix("toy:") not in TOY_NAMES:
         allowed = ["digits", "folder"] + [f"toy:{t}" for t in TOY_NAMES]
         raise ConfigError(f"data.name={name!r} is not allowed; choose one of {allowed}")

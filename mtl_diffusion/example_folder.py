@@ -10,6 +10,7 @@ random darker background: colour makes the three channels differ, as in real pho
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -44,13 +45,19 @@ def example_images(count: int = 500, size: int = 32, seed: int = SEED) -> np.nda
 def write_example_folder(path: str | Path, count: int = 500, size: int = 32) -> Path:
     """Write ``example_images`` as PNGs into ``path`` (written to a temporary folder first and
     renamed, so an interrupted call leaves no half folder). An existing ``path`` is replaced only
-    when this function made it (it holds MARKER) or it is empty: user files are never touched."""
+    when it is empty or holds only what this function wrote (MARKER and its numbered PNGs): user
+    files are never touched."""
     path = Path(path)
-    if path.exists() and not (path / MARKER).is_file():
-        if not path.is_dir() or any(path.iterdir()):
+    if path.exists():
+        own = {MARKER} if (path / MARKER).is_file() else set()
+        foreign = [
+            p.name for p in (path.iterdir() if path.is_dir() else [path])
+            if not (own and (p.name in own or re.fullmatch(r"\d{5}\.png", p.name)))
+        ]  # fmt: skip
+        if foreign:
             raise ValueError(
-                f"refusing to replace {path}: it holds files this command did not write (no "
-                f"{MARKER} in it); choose a new or empty folder"
+                f"refusing to replace {path}: it holds files this command did not write "
+                f"({', '.join(sorted(foreign)[:3])}...); choose a new or empty folder"
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))

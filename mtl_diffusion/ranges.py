@@ -1,7 +1,8 @@
 """The allowed range of every numeric config field, checked when a config is loaded.
 
 A range is (low, high, low_open, high_open); None is unbounded. Floats must also be finite.
-`describe(key)` gives the range in words, as the error messages and the README state it.
+`describe(key)` gives the range in words, as the error messages state it;
+`python -m mtl_diffusion.ranges` prints every key with its range.
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ RANGES: dict[str, Range] = {
     "curriculum.patience": (1, INF, False, False),
     "curriculum.stage_steps": (1, INF, False, False),
     "curriculum.smoothing": (0.0, 1.0, False, True),
-    "eval.num_samples": (2, INF, False, False),
+    "eval.num_samples": (4, INF, False, False),  # precision/recall with k = 3 need 4
     "eval.sampling_steps": (1, INF, False, False),
     "eval.eta": (0.0, 1.0, False, False),
     "eval.pixel_size": (1, INF, False, False),
@@ -82,3 +83,8 @@ def in_range(value: Any, key: str) -> bool:
     if low is not None and (value < low or (low_open and value == low)):
         return False
     return high is None or not (value > high or (high_open and value == high))
+
+
+if __name__ == "__main__":
+    for key in RANGES:
+        print(f"{key:28} {describe(key)}")

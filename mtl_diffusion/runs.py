@@ -16,7 +16,13 @@ import torch
 from torch import nn
 
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
-from mtl_diffusion.cache import cache_key, check_writable, code_version, load_or_compute
+from mtl_diffusion.cache import (
+    cache_key,
+    cache_path,
+    check_writable,
+    code_version,
+    load_or_compute,
+)
 from mtl_diffusion.clusters import timesteps_for
 from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Model, model_device
@@ -125,8 +131,10 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
         ]
         return RunResult(config, history, *states, {**environment(), "code": code_version()})
 
-    result = load_or_compute(config, compute, name=name, extra={"evaluate": evaluate})
-    shutil.rmtree(run_dir, ignore_errors=True)  # the cached result supersedes the checkpoint
+    extra = {"evaluate": evaluate}
+    result = load_or_compute(config, compute, name=name, extra=extra)
+    if cache_path(config, name, extra).exists():  # the cached result supersedes the checkpoint
+        shutil.rmtree(run_dir, ignore_errors=True)
     return result
 
 

@@ -32,7 +32,7 @@ from mtl_diffusion.checkpoints import (
     resume_allowed,
     write_checkpoint,
 )
-from mtl_diffusion.config import Config
+from mtl_diffusion.config import Config, validate
 from mtl_diffusion.data import check_training_data
 from mtl_diffusion.diffusion import Schedule
 from mtl_diffusion.ema import ema_decay, make_ema, update_ema
@@ -80,6 +80,7 @@ class Trainer:
         evaluate: Evaluator | None = None,
         timesteps: Any = None,
     ) -> None:
+        validate(config)  # also a Config built directly or by dataclasses.replace
         self.config = config
         seed_everything(config.seed)
         # Random draws come from a CPU generator and move to `device`, so a seed gives the same
@@ -107,7 +108,7 @@ class Trainer:
         if run_dir is not None:
             remove_stale_temporaries(run_dir, CHECKPOINT)
             if (run_dir / CHECKPOINT).exists():
-                state = read_checkpoint(run_dir / CHECKPOINT, self.device)
+                state = read_checkpoint(run_dir / CHECKPOINT)  # CPU: RNG states must stay there
                 if resume_allowed(state, run_dir / CHECKPOINT):
                     self.load_state_dict(state)
 
@@ -229,7 +230,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state["config"] != self.config.to_dict():
-            raise ValueError("checkpoint was written under a different config; use another run_dir")
+            raise ValueError(
+                f"the checkpoint in {self.run_dir} was written under a different config; use "
+                "another run_dir (or delete that checkpoint)"
+            )
         self.step = state["step"]
         self.model.load_state_dict(state["model"])
         self.ema.load_state_dict(state["ema"])
@@ -255,7 +259,7 @@ class Trainer:
         write_checkpoint(state, path)
 
     def load_checkpoint(self, path: Path) -> None:
-        self.load_state_dict(read_checkpoint(path, self.device))
+        self.load_state_dict(read_checkpoint(path))  # tensors move to the model's device on load
 
     def checkpoint_note(self) -> str:
         path = None if self.run_dir is None else self.run_dir / CHECKPOINT

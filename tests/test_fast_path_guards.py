@@ -371,3 +371,91 @@ def test_per_sample_conditioning_must_have_one_row_per_sample() -> None:
     x = torch.zeros(4, 1, 8, 8)
     with pytest.raises(ValueError, match="cond\\['y'\\] must be a tensor with one row per sample"):
         DenoisingBatch(x, torch.zeros(4), x, torch.ones(4), cond={"y": torch.zeros(1)})
+
+
+# --------------------------------------------------------------------- idioms found in review
+
+
+class Idioms(nn.Module):
+    """A conv net whose forward, by `mode`, uses one more idiom a user's model may have."""
+
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(1, 8, 3, padding=1)
+        self.embed = nn.Embedding(1000, 8)
+        self.out = nn.Conv2d(8, 1, 3, padding=1)
+        self.register_buffer("mean", torch.zeros(8))
+        self.register_buffer("var", torch.ones(8))
+
+    def forward(self, x, t):
+        h = self.conv(x.type_as(self.conv.weight))
+        e = self.embed(t)
+        if self.mode == "edited embedding":
+            e *= 2.0  # in place on the embedding's output
+        if self.mode == "tensor hook" and h.requires_grad:
+            h.register_hook(lambda g: 3.0 * g)  # changes what conv's weight gradient sees
+        h = F.silu(h + e[:, :, None, None])
+        if self.mode == "functional batch norm":
+            h = F.batch_norm(h, self.mean, self.var, training=self.training)
+        if self.mode == "indices edited":
+            t.add_(1)  # the embedding's input, after the call
+        return self.out(h)
+
+
+@pytest.mark.parametrize("mode", ["edited embedding", "tensor hook", "plain"])
+def test_tensor_hooks_and_in_place_edits_of_outputs_are_exact(mode: str) -> None:
+    batch = image_batch()
+    batch.x_t.requires_grad_()  # data that requires grad: only the parameters count
+    assert_exact(randomise(Idioms(mode)), batch)
+
+
+def test_refuses_batch_norm_in_training_mode_through_the_functional_api() -> None:
+    engine = MTLEngine(randomise(Idioms("functional batch norm")), "pcgrad", 3)
+    with pytest.raises(FastPathError, match="batch_norm in training mode couples the samples"):
+        engine.objective(image_batch())  # the eval-mode self-check alone would miss it
+
+
+def test_refuses_an_embedding_whose_indices_change_after_the_call() -> None:
+    """Autograd never sees this (the capture ends the backward at the embedding's output)."""
+    batch = image_batch()
+    batch.t = batch.t.clone()
+    with pytest.raises(FastPathError, match="embed: its input was modified in place"):
+        cluster_gradients(randomise(Idioms("indices edited")), batch, "fast")
+
+
+def test_refuses_a_forward_patched_on_the_instance() -> None:
+    model = randomise(Idioms("plain"))
+    plain = model.conv.forward
+    model.conv.forward = lambda x: plain(2.0 * x)  # what adapter patchers do
+    with pytest.raises(FastPathError, match="conv: its forward is replaced on the instance"):
+        cluster_gradients(model, image_batch(), "fast")
+
+
+def test_refuses_trainable_inputs_from_outside_the_batch() -> None:
+    model, encoder = randomise(Idioms("plain")), nn.Linear(8 * 8, 8 * 8)
+
+    def forward(m, x_t, t):  # an encoder outside the model feeds one of its layers
+        return m.out(encoder(x_t.flatten(1)).reshape(-1, 1, 8, 8).expand(-1, 8, -1, -1))
+
+    with pytest.raises(FastPathError, match="out: its input depends on trainable tensors"):
+        cluster_gradients(model, image_batch(), "fast", forward=forward)
+
+
+def test_a_loss_must_give_one_value_per_sample_and_may_read_the_cluster_ids() -> None:
+    model, batch = randomise(Idioms("plain")), image_batch()
+
+    def mean_loss(output, b):
+        return ((output - b.target) ** 2).mean()
+
+    for path in ("fast", "reference"):
+        with pytest.raises(ValueError, match="one value per sample, shape \\(\\d+,\\); got \\(\\)"):
+            cluster_gradients(model, batch, path, loss=mean_loss)
+
+    def by_cluster(output, b):  # e.g. a per-cluster scale
+        scale = torch.tensor([1.0, 2.0, 3.0])[b.clusters]
+        return scale * ((output - b.target) ** 2).flatten(1).mean(1)
+
+    reference = cluster_gradients(model, batch, "reference", loss=by_cluster)
+    fast = cluster_gradients(model, batch, "fast", loss=by_cluster)
+    torch.testing.assert_close(fast.grads, reference.grads, rtol=1e-4, atol=1e-6)

@@ -282,3 +282,37 @@ def test_a_feature_network_that_does_not_map_images_fails_before_training(
         with pytest.raises(ValueError, match="eval.feature_net must map \\(N, C, H, W\\) to"):
             train_run(cfg, "net", evaluate=True)
     assert not started
+
+
+def test_a_full_disk_is_found_before_the_work_and_a_run_keeps_its_checkpoint(
+    artifacts: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)  # the probe writes real bytes: refused
+    with pytest.raises(OSError, match="No space left on device.*MTL_DIFFUSION_ARTIFACTS"):
+        cache.check_writable(artifacts / "probe")
+    monkeypatch.undo()
+    monkeypatch.setattr(paths, "ARTIFACTS", artifacts)
+    monkeypatch.setattr(cache, "atomic_save", full)  # the result cannot be cached ...
+    with pytest.warns(UserWarning, match="returned but not cached"):
+        result = train_run(tiny(), "kept", evaluate=False)
+    assert len(result.history.losses) == 6
+    kept = list((artifacts / "smoke" / "runs").glob("kept-*/checkpoint.pt"))
+    assert len(kept) == 1  # ... so the run's final checkpoint is not deleted
+
+
+def test_digits_refuse_other_sizes_when_the_config_is_loaded() -> None:
+    from mtl_diffusion.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.image_size must be 8 and data.channels 1"):
+        load("smoke", {"data.image_size": 16})
+
+
+def test_the_example_folder_keeps_files_a_user_added_to_it(tmp_path: Path) -> None:
+    made = write_example_folder(tmp_path / "made", count=4, size=8)
+    (made / "mine.png").write_bytes(b"a user's image")
+    with pytest.raises(ValueError, match="refusing to replace .*mine.png"):
+        write_example_folder(made, count=4, size=8)
+    assert (made / "mine.png").read_bytes() == b"a user's image"

@@ -64,6 +64,11 @@ class DenoisingBatch:
                 raise ValueError(
                     f"DenoisingBatch.{name} has {len(getattr(self, name))} rows, x_t {size}"
                 )
+        if self.weight.shape != (size,):
+            raise ValueError(
+                f"DenoisingBatch.weight must have shape ({size},), one weight per sample; got "
+                f"{tuple(self.weight.shape)}"
+            )
         for name, value in self.cond.items():
             if not isinstance(value, Tensor) or value.dim() == 0 or len(value) != size:
                 raise ValueError(
@@ -118,15 +123,18 @@ class DenoisingBatch:
         return torch.nonzero(self.clusters == i).flatten()
 
     def cluster(self, i: int) -> DenoisingBatch:
-        """The samples of cluster i as a one-cluster batch."""
+        """The samples of cluster i (their ids and num_clusters kept, for a loss that reads
+        them; unvalidated, since the other clusters are absent)."""
         index = self.cluster_index(i)
-        return DenoisingBatch(
+        sub = DenoisingBatch.unchecked(
             self.x_t[index],
             self.t[index],
             self.target[index],
             self.weight[index],
-            cond={name: v[index] for name, v in self.cond.items()},
+            {name: v[index] for name, v in self.cond.items()},
         )
+        sub.num_clusters, sub.clusters = self.num_clusters, self.clusters[index]
+        return sub
 
     @classmethod
     def unchecked(

@@ -32,7 +32,13 @@ from mtl_diffusion.mtl.batch import (
     sample_losses,
     weighted_mse,
 )
-from mtl_diffusion.mtl.fast_path import SUPPORTED, FastPathError, check_fast_path, fast_gradients
+from mtl_diffusion.mtl.fast_path import (
+    SUPPORTED,
+    FastPathError,
+    check_fast_path,
+    check_sample_losses,
+    fast_gradients,
+)
 
 PATHS = ("fast", "vmap", "reference")
 
@@ -127,7 +133,8 @@ def _reference(
     losses = []
     for i in range(batch.num_clusters):
         sub = batch.cluster(i)
-        value = loss(forward(model, sub.x_t, sub.t, **sub.cond), sub).sum() / len(batch.x_t)
+        output = forward(model, sub.x_t, sub.t, **sub.cond)
+        value = check_sample_losses(loss(output, sub), len(sub.x_t)).sum() / len(batch.x_t)
         grads = torch.autograd.grad(value, params, allow_unused=True)
         flat = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params, strict=True)]
         torch.cat([g.reshape(-1).to(out.dtype) for g in flat], out=out[i])

@@ -73,6 +73,8 @@ def check_fast_path(model: nn.Module) -> None:
                 f"{type(module).__name__} has trainable {own}; supported: "
                 f"{[c.__name__ for c in SUPPORTED]} (weight and bias)",
             )
+        if "forward" in vars(module):
+            raise _refuse(name, "its forward is replaced on the instance (a patch or adapter)")
         if type(module).forward is not base.forward or (
             isinstance(module, CONVS) and type(module)._conv_forward is not base._conv_forward
         ):
@@ -130,8 +132,10 @@ METADATA_PROPERTIES = {
 }
 
 
-def _reads_metadata(func: Any) -> bool:
+def _reads_metadata(func: Any, args: tuple = ()) -> bool:
     name = getattr(func, "__name__", "")
+    if name in ("type_as", "to") and args and not isinstance(args[0], nn.Parameter):
+        return True  # x.type_as(weight), x.to(weight): the parameter's dtype and device only
     if name == "__get__":
         return getattr(getattr(func, "__self__", None), "__name__", "") in METADATA_PROPERTIES
     return name in METADATA
@@ -146,8 +150,15 @@ class _ParameterUse(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
         kwargs = kwargs or {}
-        if _reads_metadata(func):
+        if _reads_metadata(func, args):
             return func(*args, **kwargs)
+        name = getattr(func, "__name__", "")
+        if name == "batch_norm" and _batch_norm_training(args, kwargs):
+            where = self.active[-1] if self.active else None
+            raise _refuse(
+                type(where).__name__ if where is not None else "the model",
+                "batch_norm in training mode couples the samples",
+            )
         for value in _tensors(args, kwargs):
             entry = self.owners.get(id(value))
             if entry is not None and not (self.active and id(self.active[-1]) in entry[1]):
@@ -162,6 +173,13 @@ class _ParameterUse(TorchFunctionMode):
                     "by its own layer's forward",
                 )
         return func(*args, **kwargs)
+
+
+def _batch_norm_training(args: tuple, kwargs: dict) -> bool:
+    """F.batch_norm(input, running_mean, running_var, weight, bias, training, ...)."""
+    if "training" in kwargs:
+        return bool(kwargs["training"])
+    return len(args) > 5 and bool(args[5])
 
 
 def _tensors(args: tuple, kwargs: dict) -> Iterator[Tensor]:
@@ -192,6 +210,8 @@ def fast_gradients(
     names = {id(p): n for n, p in model.named_parameters()}
     written: set[int] = set()
     leaves: list[Tensor] = []
+    fired: list[bool] = []  # per hooked call: did its backward node run
+    captured: list[tuple[str, Tensor]] = []  # audit: every hooked call's output
     active: list[nn.Module] = []
     layers = {
         n: m for n, m in model.named_modules() if any(p.requires_grad for p in m.parameters(False))
@@ -224,13 +244,21 @@ def fast_gradients(
         version = args[0]._version
         replaced = None
         if isinstance(module, nn.Embedding) and output.requires_grad:
-            replaced = output.detach().requires_grad_()  # integer input: the backward ends here
-            leaves.append(replaced)
-            output = replaced
+            leaf = output.detach().requires_grad_()  # integer input: the backward ends here
+            leaves.append(leaf)
+            replaced = output = leaf.clone()  # a non-leaf, so that callers may edit it in place
         elif not output.requires_grad:
             return None  # computed without grad: no gradient reaches this call
+        call = len(fired)
+        fired.append(False)
+        if audit:
+            captured.append((layer_names[id(module)], output))
 
-        def on_grad(g: Tensor) -> None:  # runs during the backward; g is freed after it
+        def on_grad(grads: tuple) -> None:  # the layer's own backward node is about to run
+            g = grads[index]
+            fired[call] = True
+            if g is None:
+                return
             if args[0]._version != version:
                 raise _refuse(
                     layer_names[id(module)], "its input was modified in place after the call"
@@ -247,7 +275,10 @@ def fast_gradients(
                     target.copy_(value.reshape(k, -1))
                     written.add(id(param))
 
-        output.register_hook(on_grad)
+        # A pre-hook of the layer's own backward node sees the gradient after every tensor hook
+        # on the output: exactly what the layer's weight gradient is computed from.
+        index = output.output_nr
+        output.grad_fn.register_prehook(on_grad)
         return replaced
 
     handles: list[RemovableHandle] = []
@@ -261,21 +292,50 @@ def fast_gradients(
                 owners.setdefault(id(p), (names.get(id(p), "a parameter"), set()))[1].add(
                     id(module)
                 )
+    data = {n: v.detach() for n, v in batch.cond.items()}  # only the model's parameters count
     try:
         with _ParameterUse(owners, active) if audit else contextlib.nullcontext():
-            output = forward(model, batch.x_t, batch.t, **batch.cond)
-            per_sample = loss(output, batch)
+            output = forward(model, batch.x_t.detach(), batch.t, **data)
+            per_sample = check_sample_losses(loss(output, batch), rows)
     finally:
         for handle in handles:
             handle.remove()
     per_sample = torch.where(padded.real, per_sample, torch.zeros_like(per_sample))
     losses = per_sample.reshape(padded.rows, k).sum(0) / padded.size
     if leaves:
-        torch.autograd.grad(losses.sum(), leaves, allow_unused=True)
+        torch.autograd.grad(losses.sum(), leaves, allow_unused=True, retain_graph=audit)
+    if audit:
+        _check_every_path_followed(losses, captured, fired)
     for p in params:
         if id(p) not in written:  # no path from this parameter to the loss
             out[:, columns[id(p)]] = 0.0
     return losses
+
+
+def check_sample_losses(per_sample: Tensor, size: int) -> Tensor:
+    """The loss function's output must be one loss per sample, (B,)."""
+    if not isinstance(per_sample, Tensor) or per_sample.shape != (size,):
+        shape = tuple(per_sample.shape) if isinstance(per_sample, Tensor) else type(per_sample)
+        raise ValueError(f"the loss must return one value per sample, shape ({size},); got {shape}")
+    return per_sample
+
+
+def _check_every_path_followed(
+    losses: Tensor, captured: list[tuple[str, Tensor]], fired: list[bool]
+) -> None:
+    """Refuse a layer whose gradient the capture's backward never reached although the loss
+    depends on it (its input came from a trainable computation outside the batch)."""
+    missed = [(name, out) for (name, out), done in zip(captured, fired, strict=True) if not done]
+    if missed:
+        grads = torch.autograd.grad(losses.sum(), [o for _, o in missed], allow_unused=True)
+        for (name, _), g in zip(missed, grads, strict=True):
+            if g is not None and bool(g.abs().sum() > 0):
+                raise _refuse(
+                    name,
+                    "its input depends on trainable tensors from outside the batch (an encoder "
+                    "called in the forward function?), which the capture cannot follow; put them "
+                    "in the model or detach them",
+                )
 
 
 def _params(module: nn.Module) -> list[nn.Parameter]:
