@@ -77,6 +77,7 @@ class TrainConfig:
     eval_every: int = 250  # 0 evaluates only at the end
     log_every: int = 10
     device: str = "cpu"  # cpu | cuda (the paper profile's default)
+    precision: str = "fp32"  # fp32 | bf16 (autocast) | fp16 (autocast + GradScaler, CUDA only)
 
 
 @dataclass(frozen=True)
@@ -151,6 +152,7 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "model.routing": ("none", "dtr", "random"),
     "model.route_output": ("arch", "yes", "no"),
     "train.device": ("cpu", "cuda"),
+    "train.precision": ("fp32", "bf16", "fp16"),
     "timesteps.sampler": ("uniform", "stratified", "curriculum"),
     "mtl.method": ("vanilla", "uw", "pcgrad", "nash", "mgda", "imtlg", "cagrad", "famo", "dwa"),
     "mtl.clustering": ("timestep", "snr", "affinity"),
@@ -332,6 +334,11 @@ def validate(config: Config) -> None:
         if value not in allowed:
             raise ConfigError(f"{key}={value!r} is not allowed; choose one of {list(allowed)}")
     name = config.data.name
+    if config.train.precision == "fp16" and config.train.device != "cuda":
+        raise ConfigError(
+            "train.precision='fp16' needs train.device='cuda' (fp16 autocast with a GradScaler); "
+            "on the CPU use train.precision='bf16'"
+        )
     if name == "digits" and (config.data.image_size, config.data.channels) != (8, 1):
         raise ConfigError(
             "data.name='digits' is 8x8 grey: data.image_size must be 8 and data.channels 1 (got "

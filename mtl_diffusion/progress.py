@@ -1,4 +1,5 @@
-"""Progress bars that stay quiet under CI and in non-interactive runs."""
+"""Progress bars that stay quiet under CI and in non-interactive runs; plain text (not a Jupyter
+widget), so that an executed notebook keeps readable progress lines."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import os
 from collections.abc import Iterable
 from typing import TypeVar
 
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 T = TypeVar("T")
 

@@ -43,6 +43,7 @@ from mtl_diffusion.repro import seed_everything
 from mtl_diffusion.weighting import loss_weight
 
 Evaluator = Callable[[nn.Module], dict[str, float]]
+AUTOCAST = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # train.precision
 CHECKPOINT = "checkpoint.pt"
 
 
@@ -100,6 +101,8 @@ class Trainer:
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
         self.engine.attach(self.optimizer)
+        self.autocast = AUTOCAST[config.train.precision]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.autocast is torch.float16)
         self.evaluate = evaluate
         self.run_dir = run_dir
         self.step = 0
@@ -144,15 +147,27 @@ class Trainer:
         self.model.train()
         batch = self.denoising_batch(*self.sample_batch())
         self.optimizer.zero_grad(set_to_none=True)
+        scaling = self.scaler.is_enabled()
         try:
-            stats = self.engine.backward(batch)
+            with torch.autocast(self.device.type, self.autocast, enabled=self.autocast is not None):
+                step = self.engine.objective(
+                    batch, loss_scale=self.scaler.get_scale() if scaling else 1.0
+                )
         except NonFiniteLossError as err:
             raise NonFiniteLossError(
                 f"{err} at step {self.step + 1}; training stopped. "
                 f"Last good checkpoint: {self.checkpoint_note()}"
             ) from None
+        stats = step.stats
+        self.scaler.scale(step.objective).backward()
+        self.scaler.unscale_(self.optimizer)
         grads = [p.grad for p in self.model.parameters() if p.grad is not None]
         norm = nn.utils.get_total_norm(grads)
+        if not torch.isfinite(norm) and scaling:  # fp16 overflow: the scaler skips this step
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.last_stats = stats
+            return stats.loss
         if not torch.isfinite(norm):
             raise NonFiniteLossError(
                 f"gradient norm is {norm.item()} (loss {stats.loss:.4g}) at step {self.step + 1}; "
@@ -163,7 +178,8 @@ class Trainer:
             nn.utils.clip_grads_with_norm_(
                 self.model.parameters(), self.config.train.grad_clip, norm
             )
-        self.optimizer.step()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
         self.engine.after_step(batch)
         train = self.config.train
         update_ema(self.ema, self.model, ema_decay(train.ema_decay, self.step, train.ema_warmup))
@@ -223,6 +239,7 @@ class Trainer:
             "history": self.history,
             "config": self.config.to_dict(),
             "engine": self.engine.state_dict(),
+            "scaler": self.scaler.state_dict(),
         }
         if hasattr(self.timesteps, "state_dict"):
             state["timesteps"] = self.timesteps.state_dict()
@@ -244,6 +261,7 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.history = state["history"]
         self.engine.load_state_dict(state["engine"])
+        self.scaler.load_state_dict(state["scaler"])
         if "timesteps" in state:
             self.timesteps.load_state_dict(state["timesteps"])
 
