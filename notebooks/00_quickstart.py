@@ -27,7 +27,7 @@
 # (e.g. an Inception you exported), else downsampled pixels; the axis labels say which.
 #
 # **How to read the figures.** FD is 0 for identical distributions; real train-vs-test digits
-# score about 0.35 in classifier features (computed below), the floor any model can reach here.
+# score about 0.34 in classifier features (computed below), the floor any model can reach here.
 # Every evaluation uses the same initial noise (common random numbers), so the curve shows the
 # model improving, not the sampler's luck.
 

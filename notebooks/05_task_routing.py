@@ -342,44 +342,40 @@ for arch, a, b in comparisons:
 # %% [markdown]
 # ## Findings at cpu scale (default parameters: seeds 0, 1, 2; 600 steps; 30 runs)
 #
-# Final distances at step 600, mean ± sd over 3 seeds (pixel FD / classifier-feature FD):
+# Final distances at step 600, mean ± sd over 3 seeds (pixel FD / classifier-feature FD;
+# `make figures` of 2026-12-02, with the EMA warm-up):
 #
 # | model | vanilla | DTR | R-TR |
 # |---|---|---|---|
-# | U-Net | 1.03 ± 0.03 / 3.09 ± 0.12 | 1.34 ± 0.09 / 3.53 ± 0.18 | 1.82 ± 0.04 / 4.92 ± 0.27 |
-# | DiT | 5.79 ± 0.24 / 16.68 ± 0.24 | 5.91 ± 0.22 / 16.34 ± 0.14 | 6.54 ± 0.06 / 19.05 ± 0.74 |
+# | U-Net | 0.98 ± 0.04 / 2.94 ± 0.07 | 1.21 ± 0.07 / 3.35 ± 0.10 | 1.66 ± 0.04 / 4.69 ± 0.27 |
+# | DiT | 5.66 ± 0.22 / 16.51 ± 0.40 | 5.78 ± 0.22 / 16.14 ± 0.17 | 6.51 ± 0.05 / 18.75 ± 0.64 |
 #
 # | U-Net, weighting | without DTR | with DTR |
 # |---|---|---|
-# | constant | 1.03 ± 0.03 / 3.09 ± 0.12 | 1.34 ± 0.09 / 3.53 ± 0.18 |
-# | min-SNR-5 | 0.93 ± 0.03 / 2.80 ± 0.11 | 1.03 ± 0.05 / 3.02 ± 0.01 |
-# | ANT-UW (k = 5) | 1.10 ± 0.05 / 4.84 ± 0.40 | 1.05 ± 0.03 / 4.29 ± 0.49 |
+# | constant | 0.98 ± 0.04 / 2.94 ± 0.07 | 1.21 ± 0.07 / 3.35 ± 0.10 |
+# | min-SNR-5 | 0.91 ± 0.04 / 2.66 ± 0.17 | 0.97 ± 0.04 / 2.88 ± 0.01 |
+# | ANT-UW (k = 5) | 1.10 ± 0.06 / 4.65 ± 0.45 | 1.04 ± 0.03 / 4.11 ± 0.43 |
 #
 # - **Random routing is worse, as in the paper.** R-TR is worse than vanilla and than DTR for both
-#   models in both metrics, with gaps of 2.8 to 20 times the seed spread and the same sign for
-#   every seed.
+#   models in both metrics, by several seed spreads and with the same sign for every seed.
 # - **DTR better than vanilla does not reproduce at this scale.** In the U-Net DTR is *worse*
-#   than vanilla (pixel FD +31 %, gap 3.5x the spread; classifier FD +14 %, 2.4x); it starts
-#   slower (pixel FD 26 vs 18 at step 200) and is still behind at step 600. In the DiT the pixel
-#   FD is within noise (gap 0.5x the spread); the classifier-feature FD favours DTR by 2 %, but
-#   only by 1.5x the spread, and this DiT is far from converged (the vanilla DiT's classifier FD
-#   *rises* from step 200 to 600 while its pixel FD falls), so we do not count that as a
-#   reproduction.
+#   than vanilla (pixel FD +23 %, gap 3.4x the spread; classifier FD +14 %, 4.1x) and is still
+#   behind at step 600. In the DiT both distances are within noise (pixel gap 0.6x the spread;
+#   the classifier-feature FD favours DTR by 2 %, 0.9x), and this DiT is far from drawing digits
+#   (FD 16.5 against 2.9 for the U-Net), so it cannot tell.
 #   So, in distance, vanilla <= DTR < R-TR here: structured routing beats random routing, but
 #   routing does not beat no routing.
 # - **Loss-weight orthogonality does not reproduce either.** min-SNR beats vanilla (pixel FD
-#   -9 %, 3x the spread), but DTR on top of min-SNR is worse than min-SNR alone (2x the spread).
-#   ANT-UW is worse than vanilla at 600 steps (pixel FD +7 %, 1.6x the spread; classifier FD
-#   +57 %, 4.4x). DTR on
-#   top of ANT-UW is better than ANT-UW alone, but only marginally (pixel FD gap 1.2x and
-#   classifier FD gap 1.1x the spread): measured, not claimed.
-# - Budget caveats: 600 steps is early training (the U-Net's distances still fall by 1.4-1.9x
-#   from step 400 to 600), and the layers are narrow (16 to 64 channels, so each task loses 4
-#   to 13 of them). The paper trains for 400k steps with hundreds of channels per layer; these
-#   numbers say nothing about that regime.
-# - Runtime: the 30 runs took 29 CPU-minutes in all; under `make figures` from nothing, with
-#   another notebook sharing the 2 cores, the notebook took 1842 s. A re-run loads every run from
-#   the cache in seconds.
+#   -7 %, 1.7x the spread), but DTR on top of min-SNR is worse than min-SNR alone (1.6x the
+#   spread). ANT-UW is worse than vanilla at 600 steps (pixel FD +13 %, 2.1x the spread;
+#   classifier FD +58 %, 3.8x). DTR on top of ANT-UW is better than ANT-UW alone, but only
+#   marginally (pixel and classifier FD gaps 1.2x the spread): measured, not claimed.
+# - Budget caveats: 600 steps is early training, and the layers are narrow (16 to 64 channels,
+#   so each task loses 4 to 13 of them). The paper trains for 400k steps with hundreds of
+#   channels per layer; these numbers say nothing about that regime. The verdict rule (gap >
+#   larger seed spread) calls a difference in about 21 % of comparisons where there is none.
+# - Runtime: under `make figures` from nothing, with another notebook sharing the 2 cores, the
+#   notebook took 1924 s. A re-run loads every run from the cache in seconds.
 #
 # ## What this run supports
 #

@@ -227,24 +227,26 @@ savefig(fig, "07_scorecl_knn", profile)
 # %% [markdown]
 # ## Findings under the `cpu` profile (3 seeds, 400 steps of batch 128 per run)
 #
+# (`make figures` of 2026-12-02; the score network now trains with the EMA warm-up.)
+#
 # - **The observation reproduces.** At $t = 20$ the mean score value of the test digits rises
-#   from 38.3 (clean) to 58 (affine), 56 (erase), 51 (blur), 64 (contrast) and 75 (noise) at
+#   from 35.3 (clean) to 64 (affine), 57 (erase), 55 (blur), 69 (contrast) and 82 (noise) at
 #   strength 1; it increases at every step of strength for four types (Spearman 1.0). Blur is the
-#   exception at low strength: a blur of std <= 0.5 px barely changes an 8x8 digit and makes it
-#   smoother, and its score value stays flat (38.3 -> 37.6 at strength 0.4) before rising
-#   (Spearman 0.77). The same ordering holds at t = 5 and t = 100; $t = 20$ is our choice.
+#   exception at low strength: a blur of std <= 0.5 px barely changes an 8x8 digit, and its
+#   score value stays flat (35.3 -> 36.5 at strength 0.4) before rising (Spearman 0.94). $t = 20$
+#   is our choice.
 # - **The paper's gain does not appear at this scale.** Paired by seed, ScoreCL minus plain k-NN
-#   accuracy is -0.59 ± 1.80 (SimCLR), +0.15 ± 1.78 (SimSiam), -0.89 ± 1.56 (VICReg) and
-#   -0.30 ± 0.93 (W-MSE) points (mean ± std over seeds 0-2); ScoreCL wins in 2, 1, 1 and 1 of 3
+#   accuracy is +0.37 ± 1.10 (SimCLR), -2.22 ± 2.89 (SimSiam), -0.52 ± 1.30 (VICReg) and
+#   +0.52 ± 1.05 (W-MSE) points (mean ± std over seeds 0-2); ScoreCL wins in 2, 1, 1 and 2 of 3
 #   seeds. Every difference is smaller than its seed-to-seed spread, and one test digit is 0.22
 #   points, so 3 seeds resolve differences of about 2 points at best: a gain of the paper's size
 #   (up to +3 points) would be visible, a gain below 1 point would not.
 # - **Context.** On these 8x8 digits k-NN on raw pixels (97.6 %) beats every encoder trained
-#   here (92-96 %), and an untrained encoder already reaches 92.4 %; SimSiam does not beat it
+#   here (90-96 %), and an untrained encoder already reaches 92.4 %; SimSiam does not beat it
 #   within 400 steps. The digits are too small and too easy for contrastive pre-training to pay
 #   off, which leaves little for pair weighting to improve. Whether ScoreCL helps on CIFAR-scale
-#   data is not tested here. A ScoreCL run costs about 2.4 times the CPU time of a plain one (18
-#   vs 7 s: a score-network forward of both views per step).
+#   data is not tested here. A ScoreCL run costs about 2.2 times the CPU time of a plain one (16
+#   vs 7.5 s: a score-network forward of both views per step).
 #
 # ## What this run supports
 #
