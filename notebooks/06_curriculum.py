@@ -308,19 +308,22 @@ for (name, m), d in paired.items():
 #   (the high-noise epsilon loss ends near 0.0014, so small absolute changes are large ratios).
 #   Which clusters "converge slowly" depends on the normalisation.
 # - *Training.* The easy-first curriculum (10 clusters, 20 steps per stage, uniform from step 180)
-#   does **not** converge faster here: after its phase it is behind uniform sampling at every
-#   evaluation, for every seed, in both distances (at step 600: Fréchet distance 3.51 vs 2.85,
-#   pixel distance 1.43 vs 1.13; KID 0.067 vs 0.055). The high-noise tasks it starts with are
+#   does **not** converge faster here: at the first evaluation after its phase (step 300) it is
+#   behind uniform sampling for every seed in both distances (Fréchet distance 3.94 vs 2.98,
+#   pixel distance 1.19 vs 1.00), and the lag then shrinks: at step 600 it is 2.24 vs 2.09 in
+#   features (behind for every seed, by 0.04-0.24) and level in pixels (0.794 vs 0.782; one seed
+#   ahead). (`make figures` of 2026-12-02; with the EMA warm-up the evaluated average no longer
+#   carries the curriculum phase's weights for long, so the lag closes faster than in earlier
+#   runs, which reported 3.51 vs 2.85 at step 600.) The high-noise tasks it starts with are
 #   already solved within ~25 steps of uniform training, so its first stages mostly withhold the
 #   low-noise tasks. The paper's patience pacing (tau = 20 on a loss EMA of decay 0.9) made only
 #   6 of 9 stage changes in 600 steps, because the tiny high-noise loss keeps creeping down, and
-#   never trained t < 300: its feature distance stays near 30 throughout, and its pixel
-#   distance ends at 22 (uniform: 1.1).
+#   its feature distance stays near 30 throughout (pixel distance 13.5 at step 600; uniform 0.78).
 # - *Anti-curriculum.* Hardest first beats uniform in classifier-feature distance and KID (at
-#   step 600: 2.32 vs 2.85 and 0.035 vs 0.055, each for all three seeds) yet loses in pixel
-#   distance (1.48 vs 1.13, all three seeds). The metrics disagree, so no ranking of the
-#   anti-curriculum against uniform sampling is claimed; it does beat the easy-first curriculum
-#   in feature distance and KID and is level with it in pixels (1.48 vs 1.43; seed ranges overlap).
+#   step 600: 1.75 vs 2.09 and 0.030 vs 0.039, every seed ahead in features) and is level in
+#   pixel distance (0.764 vs 0.782, seeds on both sides). It also beats the easy-first
+#   curriculum in features and KID. With 3 seeds and one run length this is a measurement, not a
+#   ranking: the rule we use (gap > larger seed spread) calls 21 % of null differences.
 #
 # What the budget bought: 3 seeds per arm (1 for patience pacing), 600 steps, 4 evaluations;
 # seed spreads are the min-max ranges printed above. Training was still improving at step 600,
@@ -342,14 +345,18 @@ if profile == "cpu":  # the findings above, measured at this scale
     assert done[1, 0] < done[1, -1], done[1]
     # ... but relative to its own (tiny) final value the noisiest cluster's loss is further off
     assert ratio[1, 0] < ratio[1, -1], ratio[1]
-    # the curriculum is behind uniform after its phase, for every seed, in both distances
+    # the curriculum is behind uniform at the first evaluation after its phase, every seed, both
+    # distances, and the lag shrinks from there to the last evaluation (for every seed)
+    first = np.argmax(after)
     for m in ("fd", "fd_pixel"):
-        assert (paired["curriculum", m][:, after] > 0).all(), paired["curriculum", m]
+        gap = paired["curriculum", m]
+        assert (gap[:, first] > 0).all(), f"curriculum not behind after its phase ({m}): {gap}"
+        assert (gap[:, -1] < gap[:, first]).all(), f"the curriculum's lag grew ({m}): {gap}"
     # patience pacing did not get through the curriculum within the run
     assert len(patience_transitions[0]) < num_clusters - 1, patience_transitions
-    # the anti-curriculum: ahead in classifier features, behind in pixels, at the last evaluation
-    assert (paired["anti-curriculum", "fd"][:, -1] < 0).all(), paired["anti-curriculum", "fd"]
-    assert (paired["anti-curriculum", "fd_pixel"][:, -1] > 0).all()
+    # the anti-curriculum: ahead in classifier features at the last evaluation, every seed
+    anti = paired["anti-curriculum", "fd"]
+    assert (anti[:, -1] < 0).all(), f"anti-curriculum not ahead in features: {anti}"
 
 # %% [markdown]
 # The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
