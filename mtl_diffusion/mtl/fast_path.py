@@ -285,8 +285,8 @@ def fast_gradients(
     for module in layers.values():
         handles.append(module.register_forward_pre_hook(on_input))
         handles.append(module.register_forward_hook(on_output, prepend=True))
-    owners: dict[int, tuple[str, set[int]]] = {}
-    for module in layers.values():
+    owners: dict[int, tuple[str, set[int]]] = {}  # the audit's map (first batch only)
+    for module in layers.values() if audit else ():
         for p in module.parameters(recurse=False):
             if p.requires_grad:
                 owners.setdefault(id(p), (names.get(id(p), "a parameter"), set()))[1].add(
