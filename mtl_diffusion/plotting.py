@@ -1,4 +1,5 @@
-"""One plotting style and one savefig for every notebook."""
+"""One plotting style and one savefig for every notebook, and the legend keys and axis labels
+that say what every line, band, marker and colour of a figure is."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
 import torch
+from matplotlib.artist import Artist
+from matplotlib.legend import Legend
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from mtl_diffusion import notebook
 from mtl_diffusion.paths import figures_dir
@@ -53,3 +58,75 @@ def show_images(ax: plt.Axes, images: torch.Tensor, nrow: int = 10, title: str =
     ax.set_axis_off()
     if title:
         ax.set_title(title)
+
+
+# --- labels and legend keys: every line, band, marker and colour says what it is -------------
+
+
+def lower_is_better(label: str) -> str:
+    """An axis label for a distance or an error: `label` + " (lower is better)"."""
+    return f"{label} (lower is better)"
+
+
+def higher_is_better(label: str) -> str:
+    """An axis label for a score such as an accuracy: `label` + " (higher is better)"."""
+    return f"{label} (higher is better)"
+
+
+def cluster_label(index: int, interval: tuple[int, int]) -> str:
+    """Legend text of cluster `index` (0-based) over the inclusive timesteps `interval`:
+    ``cluster_label(1, (200, 399)) == "cluster 2: t 200-399"``."""
+    start, end = interval
+    return f"cluster {index + 1}: t {start}-{end}"
+
+
+def line_key(
+    label: str,
+    *,
+    color: object = "k",
+    ls: str = "-",
+    lw: float = 1.5,
+    marker: str = "None",
+    ms: float = 5.0,
+    alpha: float = 1.0,
+) -> Line2D:
+    """A legend entry for a line or a marker that is drawn without a label (marker only:
+    ``ls="None"``)."""
+    return Line2D([], [], color=color, ls=ls, lw=lw, marker=marker, ms=ms, alpha=alpha, label=label)
+
+
+def patch_key(
+    label: str,
+    *,
+    color: object = "grey",
+    alpha: float = 1.0,
+    edgecolor: object = "none",
+    fill: bool = True,
+) -> Patch:
+    """A legend entry for a filled area: a band, a bar colour or a mask value."""
+    return Patch(facecolor=color if fill else "none", alpha=alpha, edgecolor=edgecolor, label=label)
+
+
+def errorbar_key(label: str = "error bar: ± 1 sd over seeds", color: object = "k") -> Line2D:
+    """A legend entry for the error bars drawn by ``ax.bar(..., yerr=...)``."""
+    return Line2D([], [], color=color, ls="None", marker="|", ms=12, mew=1.2, label=label)
+
+
+def seed_dots_key(label: str = "dots: single seeds", ms: float = 4.0) -> Line2D:
+    """A legend entry for the black dots that mark the individual seeds."""
+    return line_key(label, ls="None", marker="o", ms=ms)
+
+
+def interval_keys(num: int, noun: str = "cluster") -> list[Patch]:
+    """Legend entries for segments coloured C0, C1, ... by their position from low t."""
+    keys = [patch_key(f"{noun} {i + 1}", color=f"C{i % 10}") for i in range(num)]
+    keys[0].set_label(f"{noun} 1 (lowest t)")
+    if num > 1:
+        keys[-1].set_label(f"{noun} {num} (highest t)")
+    return keys
+
+
+def legend(ax: plt.Axes, *keys: Artist, **kwargs: object) -> Legend:
+    """``ax.legend`` with the axes' own labelled artists followed by the proxy `keys`."""
+    handles, _ = ax.get_legend_handles_labels()
+    return ax.legend(handles=[*handles, *keys], **kwargs)
