@@ -13,6 +13,7 @@ from mtl_diffusion.curriculum import CurriculumTimesteps
 from mtl_diffusion.data import load_dataset
 from mtl_diffusion.diffusion import Schedule, make_schedule
 from mtl_diffusion.models import build_model
+from mtl_diffusion.mtl.distributed import RankAverage
 from mtl_diffusion.mtl.engine import MTLEngine
 from mtl_diffusion.routing import RoutingSpec
 from mtl_diffusion.timesteps import StratifiedTimesteps, UniformTimesteps
@@ -115,8 +116,11 @@ def interval_clusters(config: Config) -> list[Interval]:
     )
 
 
-def engine_from_config(config: Config, model: nn.Module, k: int) -> MTLEngine:
-    """The MTL engine config.mtl describes, over k clusters, with the weighted-MSE loss."""
+def engine_from_config(
+    config: Config, model: nn.Module, k: int, sync: RankAverage | None = None
+) -> MTLEngine:
+    """The MTL engine config.mtl describes, over k clusters, with the weighted-MSE loss
+    (`sync`: averaging over data-parallel ranks, see mtl.distributed)."""
     m = config.mtl
     options = {"c": m.cagrad_c} if m.method == "cagrad" else {}
     return MTLEngine(
@@ -130,6 +134,7 @@ def engine_from_config(config: Config, model: nn.Module, k: int) -> MTLEngine:
         nash_every=m.nash_every,
         nash_max_norm=m.nash_max_norm,
         options=options,
+        sync=sync,
     )
 
 

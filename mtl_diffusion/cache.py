@@ -155,10 +155,13 @@ def cache_path(config: Config, name: str, extra: Any = None) -> Path:
     return artifacts_dir(config.profile) / "cache" / f"{name}-{cache_key(config, name, extra)}.pt"
 
 
-def load_or_compute(config: Config, fn: Callable[[], T], *, name: str, extra: Any = None) -> T:
+def load_or_compute(
+    config: Config, fn: Callable[[], T], *, name: str, extra: Any = None, store: bool = True
+) -> T:
     """Return the cached result of fn() for this config, computing and storing it if absent.
 
     A corrupt or unreadable entry is recomputed with a warning, never silently trusted.
+    `store=False` computes without writing (the ranks of a torchrun job other than rank 0).
     """
     path = cache_path(config, name, extra)
     if path.exists():
@@ -168,9 +171,12 @@ def load_or_compute(config: Config, fn: Callable[[], T], *, name: str, extra: An
             warnings.warn(
                 f"cache entry {path} is unreadable ({error!r}); recomputing", stacklevel=2
             )
-    check_writable(path.parent)
-    remove_stale_temporaries(path.parent, path.name)
+    if store:
+        check_writable(path.parent)
+        remove_stale_temporaries(path.parent, path.name)
     result = fn()
+    if not store:
+        return result
     try:
         atomic_save(result, path)
     except OSError as error:

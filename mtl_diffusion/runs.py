@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from mtl_diffusion.builders import model_from_config, sample_shape, schedule_from_config
@@ -28,6 +29,7 @@ from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Model, model_device
 from mtl_diffusion.evaluation import check_ready
 from mtl_diffusion.evaluation import evaluate as sample_metrics
+from mtl_diffusion.mtl.distributed import current_ranks
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import environment
@@ -116,7 +118,9 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
     """Train `config` once (resuming an interrupted run) and cache the result under `name`."""
     key = cache_key(config, name, code=False)  # a code edit keeps the run resumable
     run_dir = artifacts_dir(config.profile) / "runs" / f"{name}-{key}"
-    check_writable(run_dir)
+    ranks = current_ranks()  # under torchrun: every rank trains, rank 0 writes
+    if ranks.main:
+        check_writable(run_dir)
 
     def compute() -> RunResult:
         trainer = Trainer(
@@ -132,8 +136,10 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
         return RunResult(config, history, *states, {**environment(), "code": code_version()})
 
     extra = {"evaluate": evaluate}
-    result = load_or_compute(config, compute, name=name, extra=extra)
-    if cache_path(config, name, extra).exists():  # the cached result supersedes the checkpoint
+    result = load_or_compute(config, compute, name=name, extra=extra, store=ranks.main)
+    if ranks.world > 1:
+        dist.barrier()  # the result is written before any rank reads or removes anything
+    if ranks.main and cache_path(config, name, extra).exists():  # supersedes the checkpoint
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
 

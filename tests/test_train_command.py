@@ -46,7 +46,6 @@ def test_a_run_trained_by_the_command_is_loaded_by_train_run(tmp_path, monkeypat
     [
         (["--set", "train.stepz=3"], {}, "unknown config key 'train.stepz'"),
         (["--set", "train.lr=0"], {}, "train.lr=0.0 is out of range"),
-        ([], {"WORLD_SIZE": "2"}, "not available yet"),
     ],
 )
 def test_the_command_refuses_bad_input_before_training(args, env, message: str) -> None:

@@ -18,6 +18,14 @@ w = method(G) and the update u = sum_i w_i g_i; the objective is a surrogate who
 between reuses alpha (the update is then grad of sum_i alpha_i L_i, one plain backward); its
 update is clipped at `nash_max_norm`, as published.
 
+Data parallel (torchrun): give each rank its B / W share of the global batch and
+`sync=RankAverage()` (mtl.distributed). Loss-based methods: the engine's model is the
+DistributedDataParallel wrapper; the cluster losses' values are averaged over ranks so that
+the weights (and UW's log-variances) are the same everywhere, and DDP averages the gradient.
+Gradient methods: the plain model (no DDP wrapper); the k per-cluster gradients are averaged
+over ranks in buckets before the Gramian, so every rank takes the single-process update of the
+global batch.
+
 Exact or refuse: on its first gradient batch the engine compares the fast path with the
 reference path (k separate passes, one per cluster over its own samples), in eval mode, with
 autocast off and the random state restored, and raises FastPathMismatchError naming the
@@ -43,6 +51,7 @@ from mtl_diffusion.mtl.batch import (
     weighted_mse,
 )
 from mtl_diffusion.mtl.cluster_gradients import PATHS, cluster_gradients, trainable
+from mtl_diffusion.mtl.distributed import RankAverage
 from mtl_diffusion.mtl.fast_path import FastPathError, check_fast_path
 from mtl_diffusion.mtl.registry import get_method
 
@@ -96,6 +105,7 @@ class MTLEngine:
         nash_every: int = 25,
         nash_max_norm: float = 1.0,
         options: dict[str, Any] | None = None,
+        sync: RankAverage | None = None,
     ) -> None:
         self.spec = get_method(method)
         if path not in PATHS:
@@ -115,7 +125,7 @@ class MTLEngine:
         if self.spec.kind == "gradient" and path == "fast":
             check_fast_path(model)
         self.model, self.k, self.path = model, num_clusters, path
-        self.forward, self.loss = forward, loss
+        self.forward, self.loss, self.sync = forward, loss, sync
         self.self_check, self.check_tolerance = self_check, check_tolerance
         self.uw_lr, self.nash_every, self.nash_max_norm = uw_lr, nash_every, nash_max_norm
         self.method = self.spec.build(num_clusters, **(options or {}))
@@ -190,7 +200,8 @@ class MTLEngine:
         if self.spec.needs_update:
             with torch.no_grad():
                 output = self.forward(self.model, batch.x_t, batch.t, **batch.cond)
-                self.method.update(cluster_losses(self.loss(output, batch), batch))
+                losses = cluster_losses(self.loss(output, batch), batch)
+                self.method.update(losses if self.sync is None else self.sync(losses.clone()))
             self._awaiting_update = False
 
     def _reusing(self) -> bool:
@@ -201,6 +212,8 @@ class MTLEngine:
     def _losses(self, batch: DenoisingBatch) -> Tensor:
         output = self.forward(self.model, batch.x_t, batch.t, **batch.cond)
         losses = cluster_losses(self.loss(output, batch), batch)
+        if self.sync is not None:  # the global losses' value, this rank's gradient
+            losses = self.sync.straight_through(losses)
         if not torch.isfinite(losses).all():
             raise NonFiniteLossError(f"loss is {losses.sum().item()}")
         return losses
@@ -229,6 +242,8 @@ class MTLEngine:
                 for g, p in zip(grads, params, strict=True)
             ]
         )
+        if self.sync is not None:
+            self.sync(update)
         return self._finish(update, losses.detach(), alpha, scale)
 
     def _gradient_step(self, batch: DenoisingBatch, scale: float) -> EngineStep:
@@ -248,6 +263,9 @@ class MTLEngine:
         losses, grads = result.losses / scale, result.grads
         if scale != 1.0:
             grads.div_(scale)
+        if self.sync is not None:  # the global g_i (k all-reduces in buckets), then one Gramian
+            self.sync(grads)
+            self.sync(losses)
         gramian = result.gramian()  # G_ii = ||g_i||^2: non-finite iff g_i is (or overflows)
         if not (torch.isfinite(losses).all() and torch.isfinite(gramian).all()):
             if scale != 1.0:  # fp16 overflow: a non-finite update, which the GradScaler skips

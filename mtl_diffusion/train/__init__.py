@@ -4,6 +4,13 @@ Each step: a batch (x0, t, noise) -> x_t, target and the per-timestep loss weigh
 (diffusion.loss_weight) -> the MTL engine's objective, backward (mtl.method over the sampler's
 clusters; vanilla over one cluster when the sampler has none) -> a finite gradient norm or stop
 -> clip -> AdamW -> EMA (with warm-up: see ema.ema_decay).
+
+Under torchrun (an initialised process group) every rank draws the same global batch of
+train.batch_size from the shared generator and trains on its contiguous B / W rows
+(mtl.distributed.shard); loss-based methods run through DistributedDataParallel, gradient
+methods average their per-cluster gradients over ranks, so every rank takes the update of the
+global batch and the weights stay identical. Rank 0 alone evaluates, checkpoints and shows
+progress; every rank resumes from the same checkpoint.
 """
 
 from __future__ import annotations
@@ -15,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mtl_diffusion.builders import (
     dataset_from_config,
@@ -37,7 +46,9 @@ from mtl_diffusion.data import check_training_data
 from mtl_diffusion.diffusion import Schedule
 from mtl_diffusion.ema import ema_decay, make_ema, update_ema
 from mtl_diffusion.mtl.batch import DenoisingBatch
-from mtl_diffusion.mtl.engine import NonFiniteLossError, StepStats
+from mtl_diffusion.mtl.distributed import RankAverage, broadcast_state, current_ranks, shard
+from mtl_diffusion.mtl.engine import MTLEngine, NonFiniteLossError, StepStats
+from mtl_diffusion.mtl.registry import get_method
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import seed_everything
 from mtl_diffusion.weighting import loss_weight
@@ -86,7 +97,10 @@ class Trainer:
         seed_everything(config.seed)
         # Random draws come from a CPU generator and move to `device`, so a seed gives the same
         # batches on every device.
+        self.ranks = current_ranks()
         self.device = device_from_config(config)
+        if self.device.type == "cuda" and self.ranks.world > 1:  # torchrun: LOCAL_RANK's GPU
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.generator = torch.Generator().manual_seed(config.seed)
         self.schedule = schedule_from_config(config).to(self.device)
         data = dataset_from_config(config) if data is None else data
@@ -96,7 +110,9 @@ class Trainer:
         self.ema = make_ema(self.model)
         self.timesteps = timesteps_from_config(config) if timesteps is None else timesteps
         self.loss_weights = timestep_loss_weights(config, self.schedule)
-        self.engine = engine_from_config(config, self.model, self._num_clusters())
+        k = self._num_clusters()
+        self.engine = self._engine(k)
+        self.shard = shard(config.train.batch_size, k, self.ranks)
         self.optimizer = torch.optim.AdamW(
             self.model.parameters(), lr=config.train.lr, weight_decay=config.train.weight_decay
         )
@@ -115,9 +131,22 @@ class Trainer:
                 if resume_allowed(state, run_dir / CHECKPOINT):
                     self.load_state_dict(state)
 
+    def _engine(self, k: int) -> MTLEngine:
+        """The MTL engine; under torchrun with averaging over ranks (see the module doc)."""
+        if self.ranks.world == 1:
+            return engine_from_config(self.config, self.model, k)
+        broadcast_state(self.model)  # the same start on every rank, whatever each one seeded
+        sync = RankAverage()
+        if get_method(self.config.mtl.method).kind == "gradient":
+            return engine_from_config(self.config, self.model, k, sync)
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        wrapped = DistributedDataParallel(self.model, device_ids=ids)
+        return engine_from_config(self.config, wrapped, k, sync)
+
     # --- one optimisation step -------------------------------------------------------------
     def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(x0, t, noise) for one minibatch, all drawn from the trainer's generator."""
+        """(x0, t, noise) for one minibatch, all drawn from the trainer's generator (under
+        torchrun: the global batch, the same on every rank)."""
         batch_size = self.config.train.batch_size
         index = torch.randint(len(self.data), (batch_size,), generator=self.generator)
         x0 = self.data[index.to(self.device)]
@@ -128,11 +157,13 @@ class Trainer:
     def denoising_batch(
         self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
     ) -> DenoisingBatch:
-        """Model input, regression target, loss weight and cluster ids of a batch."""
+        """Model input, regression target, loss weight and cluster ids of this rank's share of
+        a global batch (all of it in a single process)."""
         prediction = self.config.diffusion.prediction
         clusters = None
         if self.engine.k > 1:
-            clusters = self.timesteps.assignments(len(t)).to(t.device)
+            clusters = self.timesteps.assignments(len(t)).to(t.device)[self.shard]
+        x0, t, noise = x0[self.shard], t[self.shard], noise[self.shard]
         return DenoisingBatch(
             x_t=self.schedule.q_sample(x0, t, noise),
             t=t,
@@ -204,7 +235,13 @@ class Trainer:
         """Train until `steps` (default: config.train.steps), evaluating and checkpointing."""
         total = self.config.train.steps if steps is None else steps
         train = self.config.train
-        bar = progress(range(self.step, total), total=total, initial=self.step, desc="train")
+        bar = progress(
+            range(self.step, total),
+            total=total,
+            initial=self.step,
+            desc="train",
+            **({} if self.ranks.main else {"disable": True}),
+        )
         for _ in bar:
             start = time.perf_counter()
             loss = self.train_step()
@@ -220,7 +257,8 @@ class Trainer:
                 self.timesteps.observe(self.step, loss)
             if self.step % max(train.log_every, 1) == 0:
                 bar.set_postfix(loss=f"{loss:.4f}")  # type: ignore[attr-defined]
-            if self.evaluate is not None and _due(self.step, train.eval_every, total):
+            evaluating = self.evaluate is not None and self.ranks.main
+            if evaluating and _due(self.step, train.eval_every, total):
                 self.history.evals.append({"step": self.step, **self.evaluate(self.ema)})
             if self.run_dir is not None and _due(self.step, train.checkpoint_every, total):
                 self.save_checkpoint(self.run_dir / CHECKPOINT)
@@ -266,7 +304,8 @@ class Trainer:
             self.timesteps.load_state_dict(state["timesteps"])
 
     def save_checkpoint(self, path: Path) -> None:
-        """Write the state, only if finite (the previous checkpoint is kept otherwise)."""
+        """Write the state, only if finite (the previous checkpoint is kept otherwise); under
+        torchrun rank 0 writes and every rank waits for it."""
         state = self.state_dict()
         bad = non_finite(state)
         if bad:
@@ -274,7 +313,10 @@ class Trainer:
                 f"non-finite weights at step {self.step} ({', '.join(bad[:3])}); not saved. "
                 f"Last good checkpoint: {self.checkpoint_note()}"
             )
-        write_checkpoint(state, path)
+        if self.ranks.main:
+            write_checkpoint(state, path)
+        if self.ranks.world > 1:
+            dist.barrier()
 
     def load_checkpoint(self, path: Path) -> None:
         self.load_state_dict(read_checkpoint(path))  # tensors move to the model's device on load
