@@ -70,7 +70,7 @@ from mtl_diffusion.affinity import (
     training_snapshots,
 )
 from mtl_diffusion.builders import schedule_from_config
-from mtl_diffusion.plotting import savefig, set_style
+from mtl_diffusion.plotting import legend, patch_key, savefig, set_style
 
 set_style()
 archs = ("unet", "dit")
@@ -127,7 +127,8 @@ for row, arch in enumerate(archs):
     ax_snr.pcolormesh(log_snr_edges, log_snr_edges, tas, cmap="RdBu_r", vmin=-1, vmax=1)
     ax_snr.set(xlabel="log SNR", ylabel="log SNR", title=f"{names[arch]}: the same vs log-SNR")
     ax_snr.set_aspect("equal")
-fig.colorbar(image, ax=axes, shrink=0.6, label="cos(grad L_i, grad L_j), mean over checkpoints")
+fig.colorbar(image, ax=axes, shrink=0.6,
+             label="cos(grad L_i, grad L_j), mean over checkpoints\n(red: agree, blue: conflict)")
 savefig(fig, "01_task_affinity", profile)
 
 # %% [markdown]
@@ -157,12 +158,16 @@ for arch in archs:
                       color=line.get_color(), alpha=0.2)
     gap = np.abs(np.subtract.outer(log_snr_centres, log_snr_centres))[upper]
     ax_s.scatter(gap, est.mean[upper], s=6, alpha=0.5, color=line.get_color(), label=names[arch])
-ax_d.axhline(0, color="grey", lw=0.8)
-ax_d.set(xlabel=f"bin distance |i - j| (bins of {T // num_bins} steps)", ylabel="mean affinity",
+num_checkpoints = len(grad_est[archs[0]].matrices)
+for ax in (ax_d, ax_s):
+    ax.axhline(0, color="grey", lw=0.8, label="0: orthogonal gradients")
+ax_d.set(xlabel=f"bin distance |i - j| (bins of {T // num_bins} steps)",
+         ylabel="mean gradient-cosine affinity",
          title="affinity falls with the distance between tasks")
-ax_d.legend()
-ax_s.axhline(0, color="grey", lw=0.8)
-ax_s.set(xlabel="|log SNR_i - log SNR_j| (bin centres)", ylabel="affinity", title="every pair")
+legend(ax_d, patch_key(f"band (in the line's colour): range over the {num_checkpoints} "
+                       "checkpoints", alpha=0.3))
+ax_s.set(xlabel="|log SNR_i - log SNR_j| (bin centres)",
+         ylabel="gradient-cosine affinity (mean over checkpoints)", title="every pair of bins")
 ax_s.legend()
 fig.tight_layout()
 savefig(fig, "01_task_affinity_distance", profile)
@@ -210,13 +215,17 @@ for ax in axes:
 for k, arch in enumerate(archs):
     look = look_est[arch].mean
     limit = np.abs(look).max()
-    axes[2 * k].imshow(grad_est[arch].mean, cmap="RdBu_r", vmin=-1, vmax=1, extent=(0, T, T, 0))
-    axes[2 * k].set(title=f"{names[arch]}: gradient cosine", xlabel="t", ylabel="t")
+    cosine = axes[2 * k].imshow(grad_est[arch].mean, cmap="RdBu_r", vmin=-1, vmax=1,
+                                extent=(0, T, T, 0))
+    axes[2 * k].set(title=f"{names[arch]}: gradient cosine", xlabel="timestep t",
+                    ylabel="timestep t")
+    fig.colorbar(cosine, ax=axes[2 * k], shrink=0.8, label="cos(grad L_i, grad L_j)")
     image = axes[2 * k + 1].imshow(look, cmap="RdBu_r", vmin=-limit, vmax=limit,
                                    extent=(0, T, T, 0))
     axes[2 * k + 1].set(title=f"{names[arch]}: lookahead (lr {lookahead_lr:g})",
                         xlabel="t of the bin measured (j)", ylabel="t of the bin stepped on (i)")
-    fig.colorbar(image, ax=axes[2 * k + 1], shrink=0.8)
+    fig.colorbar(image, ax=axes[2 * k + 1], shrink=0.8,
+                 label="lookahead Z(i -> j) (> 0: a step on i lowers L_j)")
     symmetric = 0.5 * (look + look.T)
     agreement = spearmanr(grad_est[arch].mean[upper], symmetric[upper]).statistic
     sign = np.mean(np.sign(grad_est[arch].mean[upper]) == np.sign(symmetric[upper]))
