@@ -72,7 +72,15 @@ import torch
 from mtl_diffusion import config
 from mtl_diffusion.clustering import timestep_clusters
 from mtl_diffusion.evaluation import feature_label, pixel_label
-from mtl_diffusion.plotting import savefig, set_style, show_images
+from mtl_diffusion.plotting import (
+    errorbar_key,
+    line_key,
+    lower_is_better,
+    savefig,
+    seed_dots_key,
+    set_style,
+    show_images,
+)
 from mtl_diffusion.transfer import (
     MATCHINGS,
     PAPER_ADM_NTG,
@@ -189,7 +197,7 @@ for v in variants:
 x = np.arange(len(intervals))
 fig, axes = plt.subplots(1, 4, figsize=(17, 4))
 axes[0].bar(x, PAPER_ADM_NTG, color="grey")
-axes[0].set(title="paper: ADM (FID)", ylabel="NTG")
+axes[0].set(title="paper: ADM (FID)", ylabel="NTG in FID (< 0: negative transfer)")
 panels = [("fd", f"ours: NTG, {feature_label(cfg)} FD"), ("fd_pixel", f"ours: NTG, {pixel_label(cfg)} FD"),
           ("loss", "ours: held-out loss gap (relative)")]
 width = 0.38
@@ -202,12 +210,19 @@ for ax, (key, title) in zip(axes[1:], panels):
         for row in values:
             ax.plot(x + offset, row, "o", color="black", ms=3)
     ax.set(title=title)
-axes[1].legend(fontsize="small")
+NTG_AXIS = "NTG = FD(hybrid) - FD(all-task)\n(< 0: the specialist helps)"
+axes[1].set_ylabel(NTG_AXIS)
+axes[2].set_ylabel(NTG_AXIS)
+axes[3].set_ylabel("(L_I(specialist) - L_I(all-task)) / L_I(all-task)\n"
+                   "(< 0: the specialist denoises I better)")
 for ax in axes:
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, interval_names, fontsize="small")
     ax.set_xlabel("interval of t (low -> high noise)")
 fig.tight_layout()
+KEYS = (seed_dots_key(ms=3), errorbar_key(), line_key("zero gap", lw=0.8))
+fig.legend(handles=[*axes[1].get_legend_handles_labels()[0], *KEYS], loc="upper center",
+           bbox_to_anchor=(0.5, 0.0), ncol=5, fontsize="small", title="bars: mean over seeds")
 savefig(fig, "02_negative_transfer", profile)
 
 # %% [markdown]
@@ -231,18 +246,22 @@ for ax, (key, title) in zip(axes[:2], panels[:2]):
             ax.plot(x + offset, row, "o", color="black", ms=2.5)
     ax.axhline(0, color="black", lw=0.8)
     ax.set_xticks(x, interval_names, fontsize="small")
-    ax.set(title=f"{title} (steps-matched)", xlabel="interval of t (low -> high noise)")
-axes[0].legend(fontsize="small")
+    ax.set(title=f"{title} (steps-matched)", xlabel="interval of t (low -> high noise)",
+           ylabel=NTG_AXIS)
 names = [LABELS[v[0]] for v in steps_variants]
 means = [all_task_fd[v].mean() for v in steps_variants]
 axes[2].bar(names, means, yerr=[all_task_fd[v].std() for v in steps_variants], capsize=3,
             color=[f"C{j}" for j in range(len(steps_variants))], alpha=0.8)
 for j, v in enumerate(steps_variants):
     axes[2].plot([j] * len(seeds), all_task_fd[v], "o", color="black", ms=3)
-axes[2].set(title=f"all-task model {feature_label(cfg)} FD", ylabel="FD")
+axes[2].set(title="the all-task models themselves",
+            ylabel=lower_is_better(f"{feature_label(cfg)} FD"))
 if not ant_methods:
     fig.suptitle("MTL methods left out (methods='')", color="red")
 fig.tight_layout()
+fig.legend(handles=[*axes[0].get_legend_handles_labels()[0], *KEYS],
+           loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(steps_variants) + 3,
+           fontsize="small", title="bars: mean over seeds")
 savefig(fig, "02_negative_transfer_ant", profile)
 
 # %% [markdown]
@@ -256,7 +275,11 @@ savefig(fig, "02_negative_transfer_ant", profile)
 fig, axes = plt.subplots(1, 2, figsize=(14, 5))
 for ax, matching in zip(axes, MATCHINGS):
     grid = results["vanilla", matching, seeds[0]].samples[:, :12]
-    show_images(ax, grid.flatten(0, 1), nrow=grid.shape[1], title=f"{matching}-matched")
+    show_images(ax, grid.flatten(0, 1), nrow=grid.shape[1],
+                title=f"{matching}-matched specialists")
+fig.suptitle(f"seed {seeds[0]}, the same initial noise in every row\ntop row: all-task model; "
+             f"row i + 1: hybrid with the specialist on interval i ({', '.join(interval_names)})",
+             fontsize="medium")
 fig.tight_layout()
 savefig(fig, "02_negative_transfer_samples", profile)
 
