@@ -68,7 +68,7 @@ from mtl_diffusion.clustering import (
     timestep_cost,
     validate_intervals,
 )
-from mtl_diffusion.plotting import savefig, set_style
+from mtl_diffusion.plotting import interval_keys, line_key, patch_key, savefig, set_style
 
 set_style()
 archs = {"unet": "U-Net", "dit": "DiT"}
@@ -115,12 +115,15 @@ def draw_stripes(ax, by_k, log_snr, title):
         for i, (s, e) in enumerate(intervals):
             ax.barh(k, e - s + 1, left=s, height=0.8, color=f"C{i % 10}", edgecolor="white", lw=0.5)
     ax.set(xlim=(0, T), ylim=(max(by_k) + 0.6, min(by_k) - 0.6), xlabel="timestep t",
-           ylabel="k", title=title)
+           ylabel="k (intervals in the row)", title=title)
     ax.grid(False)
     twin = ax.twinx()
     twin.plot(np.arange(T), log_snr, color="0.3", lw=1.5)
-    twin.set_ylabel("log SNR", color="0.3")
+    twin.set_ylabel("log SNR(t)", color="0.3")
     twin.grid(False)
+
+
+STRIPE_KEYS = [*interval_keys(k_max, "interval"), line_key("log SNR(t) (right axis)", color="0.3")]
 
 
 fig, axes = plt.subplots(2, 3, figsize=(16, 7.5), layout="constrained")
@@ -128,6 +131,8 @@ for row, (name, schedule) in enumerate(schedules.items()):
     for col, objective in enumerate(("timestep", "log-SNR", "raw SNR")):
         draw_stripes(axes[row, col], clusters[name, objective], schedule.log_snr().numpy(),
                      f"{name} schedule: {objective} clusters")
+fig.legend(handles=STRIPE_KEYS, loc="outside lower center", ncol=len(STRIPE_KEYS),
+           fontsize="small", title="colour: the interval's place in its row, from low t")
 savefig(fig, "03_interval_clustering", profile)
 
 # %% [markdown]
@@ -155,7 +160,9 @@ fig, axes = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
 log_snr_linear = schedules["linear"].log_snr().numpy()
 for row, arch in enumerate(archs):
     ax_map, ax_stripes, ax_within = axes[row]
-    ax_map.imshow(tas[arch], cmap="RdBu_r", vmin=-1, vmax=1, extent=(0, T, T, 0))
+    image = ax_map.imshow(tas[arch], cmap="RdBu_r", vmin=-1, vmax=1, extent=(0, T, T, 0))
+    fig.colorbar(image, ax=ax_map, shrink=0.8, location="left",
+                 label="gradient-cosine affinity\n(red: agree, blue: conflict)")
     ax_map.grid(False)
     for s, e in clusters["linear", f"affinity ({archs[arch]})"][k_shown]:
         ax_map.add_patch(plt.Rectangle((s, s), e - s + 1, e - s + 1, fill=False, lw=2.5, ec="k"))
@@ -163,17 +170,23 @@ for row, arch in enumerate(archs):
         ax_map.plot([s, s], [0, -T * 0.04], color="C2", lw=2.5, clip_on=False)
     for s, _ in clusters["linear", "log-SNR"][k_shown][1:]:
         ax_map.plot([T, T * 1.04], [s, s], color="C4", lw=2.5, clip_on=False)
-    ax_map.set(title=f"{archs[arch]}: affinity clusters, k = {k_shown}\n(ticks: timestep "
-               "boundaries on top, log-SNR boundaries on the right)", xlabel="t", ylabel="t")
+    ax_map.set(title=f"{archs[arch]}: affinity clusters, k = {k_shown}", xlabel="timestep t",
+               ylabel="timestep t")
     draw_stripes(ax_stripes, clusters["linear", f"affinity ({archs[arch]})"], log_snr_linear,
                  f"{archs[arch]}: affinity clusters (linear schedule)")
     for objective in ("timestep", "log-SNR", f"affinity ({archs[arch]})"):
         values = [within_affinity(tas[arch], clusters["linear", objective][k]) for k in ks]
         within[arch, objective] = values
-        ax_within.plot(ks, values, "o-", label=objective)
-    ax_within.set(xlabel="k", ylabel="mean within-cluster affinity",
+        ax_within.plot(ks, values, "o-", label=f"{objective} clusters")
+    ax_within.set(xlabel="k", ylabel="mean affinity between bins of one cluster",
                   title=f"{archs[arch]}: agreement inside the clusters")
     ax_within.legend()
+MAP_KEYS = [patch_key(f"affinity clusters, k = {k_shown}", fill=False, edgecolor="k"),
+            line_key(f"timestep-cluster boundaries, k = {k_shown} (top edge)", color="C2", lw=2.5),
+            line_key(f"log-SNR-cluster boundaries, k = {k_shown} (right edge)", color="C4", lw=2.5)]
+fig.legend(handles=MAP_KEYS, loc="outside lower left", fontsize="small", title="left column")
+fig.legend(handles=STRIPE_KEYS, loc="outside lower right", ncol=3, fontsize="small",
+           title="middle column, colour: the interval's place in its row, from low t")
 savefig(fig, "03_interval_clustering_affinity", profile)
 for (arch, objective), values in within.items():
     print(f"{archs[arch]:6} {objective:18} within-cluster affinity k=2..{k_max}: "
