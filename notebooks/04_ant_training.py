@@ -70,7 +70,17 @@ from mtl_diffusion import config
 from mtl_diffusion.affinity import precompute_affinity, task_affinity
 from mtl_diffusion.builders import schedule_from_config
 from mtl_diffusion.evaluation import feature_label, pixel_label
-from mtl_diffusion.plotting import savefig, set_style, show_images
+from mtl_diffusion.plotting import (
+    cluster_label,
+    interval_keys,
+    line_key,
+    lower_is_better,
+    patch_key,
+    savefig,
+    seed_dots_key,
+    set_style,
+    show_images,
+)
 from mtl_diffusion.runs import generate, train_many
 from mtl_diffusion.clusters import clusters_from_config
 
@@ -165,17 +175,21 @@ for row, clustering in enumerate(CLUSTERINGS):
     for i, (lo, hi) in enumerate(intervals[clustering, seeds[0]]):
         ax_bands.barh(row, hi - lo + 1, left=lo, color=f"C{i}", edgecolor="white", height=0.7)
 ax_bands.set(yticks=range(len(CLUSTERINGS)), yticklabels=CLUSTERINGS, xlabel="timestep t",
-             xlim=(0, T), title=f"k = {num_clusters} clusters (seed {seeds[0]}); line: log SNR")
+             xlim=(0, T), title=f"k = {num_clusters} clusters (seed {seeds[0]})")
 bins = affinity_cfg.mtl.affinity_bins
 image = ax_tas.imshow(tas, origin="lower", cmap="RdBu_r", vmin=-1, vmax=1,
                       extent=(0, T, 0, T))
 for lo, _ in intervals["affinity", seeds[0]][1:]:
     ax_tas.axvline(lo, color="k", lw=0.8)
     ax_tas.axhline(lo, color="k", lw=0.8)
-ax_tas.set(xlabel="timestep t", ylabel="timestep t", title=f"task affinity between {bins} bins")
+ax_tas.set(xlabel="timestep t", ylabel="timestep t",
+           title=f"task affinity between {bins} bins\n(black lines: affinity-cluster boundaries)")
 ax_tas.grid(False)
-fig.colorbar(image, ax=ax_tas, fraction=0.046)
+fig.colorbar(image, ax=ax_tas, fraction=0.046,
+             label="gradient cosine\n(red: agree, blue: conflict)")
 fig.tight_layout()
+ax_bands.legend(handles=[*interval_keys(num_clusters), line_key("log SNR(t) (right axis)", lw=1)],
+                loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small")
 savefig(fig, "04_ant_clusters", profile)
 
 # %% [markdown]
@@ -225,8 +239,8 @@ fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
 for ax, (metric, label) in zip(axes, FD_LABELS.items(),
                                strict=True):
     base, spread = final["vanilla"][metric].mean(), sd["vanilla"][metric]
-    ax.axhspan(base - spread, base + spread, color="grey", alpha=0.2)
-    ax.axhline(base, color="grey", ls="--", lw=1)
+    ax.axhspan(base - spread, base + spread, color="grey", alpha=0.2, label="vanilla mean ± 1 sd")
+    ax.axhline(base, color="grey", ls="--", lw=1, label="vanilla mean")
     for i, cell in enumerate(cells):
         values = final[cell][metric]
         group = 0 if cell in ("vanilla", "min-SNR", "P2") else 1 + list(METHODS).index(
@@ -234,8 +248,14 @@ for ax, (metric, label) in zip(axes, FD_LABELS.items(),
         ax.bar(i, values.mean(), color=f"C{group}", alpha=0.75)
         ax.plot(np.full(len(values), i), values, "k.", ms=7)
     ax.set_xticks(range(len(cells)), cells, rotation=40, ha="right")
-    ax.set(ylabel=f"final {label}", title=f"{label} at step {eval_steps[-1]} ({len(seeds)} seeds)")
+    ax.set(ylabel=lower_is_better(f"final {label}"),
+           title=f"{label} at step {eval_steps[-1]} ({len(seeds)} seeds)")
+GROUP_KEYS = [patch_key("vanilla, loss weightings", color="C0", alpha=0.75),
+              *(patch_key(m, color=f"C{1 + j}", alpha=0.75) for j, m in enumerate(METHODS))]
 fig.tight_layout()
+fig.legend(handles=[*axes[0].get_legend_handles_labels()[0], *GROUP_KEYS, seed_dots_key(ms=6)],
+           loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize="small",
+           title="bars: mean over seeds, coloured by method")
 savefig(fig, "04_ant_table", profile)
 
 # %% [markdown]
@@ -250,15 +270,17 @@ for row, (metric, label) in enumerate(FD_LABELS.items()):
     for col, method in enumerate(METHODS):
         ax = axes[row, col]
         mean, spread = curves["vanilla"][metric].mean(0), curves["vanilla"][metric].std(0)
-        ax.fill_between(eval_steps, mean - spread, mean + spread, color="k", alpha=0.1)
+        ax.fill_between(eval_steps, mean - spread, mean + spread, color="k", alpha=0.1,
+                        label="vanilla ± 1 sd over seeds")
         ax.plot(eval_steps, mean, "k-o", ms=3, label="vanilla")
         for cell, style in (("min-SNR", "--"), ("P2", ":")):
             ax.plot(eval_steps, curves[cell][metric].mean(0), style, color="grey", label=cell)
         for i, clustering in enumerate(CLUSTERINGS):
             ax.plot(eval_steps, curves[f"{method} / {clustering}"][metric].mean(0), "o-", ms=3,
                     color=f"C{i}", label=f"{method} / {clustering}")
-        ax.set(yscale="log", title=f"{method}: {label}",
-               xlabel="training step" if row == 1 else "", ylabel=label if col == 0 else "")
+        ax.set(yscale="log", title=f"{method}: {label} (mean over seeds)",
+               xlabel="training step" if row == 1 else "",
+               ylabel=lower_is_better(label) if col == 0 else "")
         ax.legend(fontsize="x-small")
 fig.tight_layout()
 savefig(fig, "04_ant_convergence", profile)
@@ -285,8 +307,10 @@ for col, clustering in enumerate(CLUSTERINGS):
         smooth = np.stack([np.convolve(losses[:, i], kernel, "valid") for i in range(
             num_clusters)], 1)
         ax = axes[row, col]
+        weight_intervals = intervals[clustering, seeds[0]]
         for i in range(num_clusters):
-            ax.plot(history.steps, weights[:, i], color=f"C{i}", label=f"cluster {i + 1}")
+            ax.plot(history.steps, weights[:, i], color=f"C{i}",
+                    label=cluster_label(i, weight_intervals[i]))
             if method == "UW":
                 ax.plot(history.steps[window - 1:], 0.5 / smooth[:, i], color=f"C{i}", lw=0.6,
                         alpha=0.6)
@@ -295,8 +319,12 @@ for col, clustering in enumerate(CLUSTERINGS):
             ax.set(yscale="log")
         ax.set(title=f"{method} / {clustering}", xlabel="training step" if row == 1 else "",
                ylabel="UW weight 0.5 exp(-s_i)" if method == "UW" else "Nash alpha_i")
-        ax.legend(fontsize="x-small", ncol=2)
+fig.suptitle(f"thick lines: the weights learned (seed-{seeds[0]} runs); thin lines (UW): its "
+             f"optimum 1 / (2 L_i), L_i averaged over {window} steps", fontsize="medium")
 fig.tight_layout()
+for col, clustering in enumerate(CLUSTERINGS):  # the same clusters in both rows of a column
+    axes[1, col].legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2,
+                        fontsize="small", title=f"{clustering} clusters (seed {seeds[0]})")
 savefig(fig, "04_ant_weights", profile)
 for clustering in CLUSTERINGS:
     print(f"UW / {clustering}: final weights {np.round(uw_end[clustering], 2)}, "
@@ -308,6 +336,8 @@ for clustering in CLUSTERINGS:
 # %%
 shown = ["vanilla", "min-SNR", "UW / snr", "PCGrad / affinity", "Nash / timestep", "UW / timestep"]
 fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
+fig.suptitle(f"seed {seeds[0]}, the same initial noise for every model; the title gives that "
+             f"run's final {lower_is_better(FD_LABELS['fd_pixel'])}", fontsize="medium")
 for ax, cell in zip(axes.flat, shown, strict=True):
     run = results[cell, seeds[0]]
     show_images(ax, generate(run.ema_model(), run.config, 40), nrow=8,
