@@ -70,7 +70,16 @@ import numpy as np
 
 from mtl_diffusion import config
 from mtl_diffusion.evaluation import feature_label, pixel_label
-from mtl_diffusion.plotting import savefig, set_style, show_images
+from mtl_diffusion.plotting import (
+    legend,
+    line_key,
+    lower_is_better,
+    patch_key,
+    savefig,
+    seed_dots_key,
+    set_style,
+    show_images,
+)
 from mtl_diffusion.routing import dtr_mask, random_mask
 from mtl_diffusion.runs import generate, train_many
 
@@ -197,9 +206,15 @@ for name in masks:
 ax_pair.set(xlabel="|t1 - t2|", ylabel="shared fraction of active channels",
             title=f"mean over all task pairs (C = {C}, beta = {beta})")
 ax_local.set(xlabel="t", ylabel="shared fraction of active channels",
-             title=f"tasks t and t + {shift}: where the window moves")
-ax_pair.legend(fontsize="small")
+             title=f"tasks t and t + {shift}: where the window moves (colours as on the left)")
+legend(ax_pair, line_key("lines: closed form", color="grey"),
+       line_key("dots: measured on the masks", color="grey", ls="None", marker="o", ms=4),
+       fontsize="small")
 fig.tight_layout()
+fig.legend(handles=[patch_key("active channel", color="black"),
+                    patch_key("inactive channel", color="white", edgecolor="0.5")],
+           loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, fontsize="small",
+           title=f"masks: one row per task t, {active} of {C} channels active")
 savefig(fig, "05_task_routing_masks", profile)
 for name in masks:
     err = max(np.abs(measured[name] - closed[name]).max(),
@@ -259,9 +274,10 @@ for row, arch in enumerate(archs):
             mean, spread = values.mean(0), values.std(0)
             ax.plot(eval_steps, mean, "o-", label=name)
             ax.fill_between(eval_steps, mean - spread, mean + spread, alpha=0.2)
-        ax.set(yscale="log", title=f"{arch}: {label}", ylabel=label,
-               xlabel="training step" if row == 1 else "")
-        ax.legend(fontsize="small")
+        ax.set(yscale="log", title=f"{arch}: {label} (mean over seeds)",
+               ylabel=lower_is_better(label), xlabel="training step" if row == 1 else "")
+        legend(ax, patch_key("band (in the line's colour): ± 1 sd over seeds", alpha=0.2),
+               fontsize="small")
 fig.tight_layout()
 savefig(fig, "05_task_routing_training", profile)
 
@@ -270,6 +286,8 @@ savefig(fig, "05_task_routing_training", profile)
 
 # %%
 fig, axes = plt.subplots(2, 3, figsize=(12, 6.2))
+fig.suptitle(f"seed {seeds[0]}, the same initial noise for every model; the title gives that "
+             f"run's final {lower_is_better(FD_LABELS['fd_pixel'])}", fontsize="medium")
 for row, arch in enumerate(archs):
     for col, name in enumerate(VARIANTS):
         run = results[arch, name, seeds[0]]
@@ -306,7 +324,10 @@ for ax, (metric, label) in zip(axes, FD_LABELS.items(), strict=True):
         ax.bar(i, values.mean(), color="C1" if "DTR" in name else "C0", alpha=0.7)
         ax.plot(np.full(len(values), i), values, "k.", ms=8)
     ax.set_xticks(range(len(table_rows)), table_rows, rotation=30, ha="right")
-    ax.set(ylabel=f"final {label}", title=f"{table_arch}: {label} at step {eval_steps[-1]}")
+    ax.set(ylabel=lower_is_better(f"final {label}"),
+           title=f"{table_arch}: {label} at step {eval_steps[-1]} (bars: mean over seeds)")
+legend(axes[0], patch_key("without DTR", color="C0", alpha=0.7),
+       patch_key("with DTR", color="C1", alpha=0.7), seed_dots_key(ms=6), fontsize="small")
 fig.tight_layout()
 savefig(fig, "05_task_routing_loss_weights", profile)
 
