@@ -61,7 +61,17 @@ from scipy.stats import spearmanr
 from mtl_diffusion import config
 from mtl_diffusion.builders import schedule_from_config
 from mtl_diffusion.data import load_digits_labels, load_digits_split
-from mtl_diffusion.plotting import savefig, set_style, show_images
+from mtl_diffusion.plotting import (
+    errorbar_key,
+    higher_is_better,
+    legend,
+    lower_is_better,
+    patch_key,
+    savefig,
+    seed_dots_key,
+    set_style,
+    show_images,
+)
 from mtl_diffusion.scorecl import (
     AUGMENTATIONS,
     ConvEncoder,
@@ -107,7 +117,8 @@ rows = [
 ]
 fig, ax = plt.subplots(figsize=(10, 3.6))
 show_images(ax, torch.cat(rows), nrow=len(shown) * len(strengths),
-            title="rows: " + ", ".join(AUGMENTATIONS) + "; per digit, strength 0 -> 1")
+            title="rows (top to bottom): " + ", ".join(AUGMENTATIONS) + f"; {len(shown)} digits "
+                  "per row, each at strength " + ", ".join(f"{s:g}" for s in strengths))
 savefig(fig, "07_scorecl_views", profile)
 
 # %% [markdown]
@@ -131,11 +142,12 @@ curves = {
 losses = np.asarray(run.history.losses)
 window = max(1, len(losses) // 20)
 fig, axes = plt.subplots(1, 1 + len(shown_t), figsize=(4.2 * (1 + len(shown_t)), 3.6))
-axes[0].plot(run.history.steps, losses, alpha=0.3, lw=0.8)
+axes[0].plot(run.history.steps, losses, alpha=0.3, lw=0.8, label="per step")
 smooth = np.convolve(losses, np.ones(window) / window, "valid")
 axes[0].plot(run.history.steps[window - 1 :], smooth, label=f"mean of {window}")
-axes[0].set(xlabel="step", ylabel="epsilon MSE", yscale="log",
+axes[0].set(xlabel="training step", ylabel=lower_is_better("epsilon MSE"), yscale="log",
             title=f"score network ({score_cfg.train.steps} steps, t <= {base.score_t_max})")
+axes[0].legend(fontsize="small")
 for ax, t in zip(axes[1:], shown_t, strict=True):
     for kind, values in curves[t].items():
         q25, q75 = np.percentile(values, [25, 75], axis=1)
@@ -145,7 +157,8 @@ for ax, t in zip(axes[1:], shown_t, strict=True):
     chosen = " (ScoreCL's t)" if t == base.score_t else ""
     ax.set(xlabel="augmentation strength", ylabel="score value ||s(v, t)||",
            title=f"t = {t}, sigma = {sigma:.3f}{chosen}")
-axes[1].legend(fontsize="small")
+legend(axes[1], patch_key("band: interquartile range over the digits", alpha=0.25),
+       fontsize="small")
 fig.tight_layout()
 savefig(fig, "07_scorecl_score", profile)
 
@@ -218,9 +231,11 @@ for j, variant in enumerate(("plain", "ScoreCL")):
 ax.axhline(100 * raw_pixels, color="grey", ls="--", lw=1, label="raw pixels")
 ax.axhline(100 * np.mean(untrained), color="grey", ls=":", lw=1, label="untrained encoder")
 low = min(frame["knn"].min(), 100 * min(untrained)) - 2
-ax.set(xticks=x, xticklabels=method_names, ylabel="k-NN accuracy (%)", ylim=(low, 100),
+ax.set(xticks=x, xticklabels=method_names, ylabel=higher_is_better("k-NN accuracy (%)"),
+       ylim=(low, 100),
        title=f"test digits, k = {base.knn_k}, {seeds} seeds, {base.steps} steps per run")
-ax.legend(fontsize="small", ncol=2, loc="lower right")
+legend(ax, seed_dots_key(ms=4), errorbar_key(), fontsize="small", loc="upper left",
+       bbox_to_anchor=(1.01, 1.0), title="bars: mean over seeds")
 fig.tight_layout()
 savefig(fig, "07_scorecl_knn", profile)
 
