@@ -31,6 +31,7 @@ from mtl_diffusion.evaluation import check_ready
 from mtl_diffusion.evaluation import evaluate as sample_metrics
 from mtl_diffusion.mtl.distributed import current_ranks
 from mtl_diffusion.paths import artifacts_dir
+from mtl_diffusion.plan import command, policy, refuse_missing
 from mtl_diffusion.progress import progress
 from mtl_diffusion.repro import environment
 from mtl_diffusion.sampling import ddim_sample, ddpm_sample
@@ -114,8 +115,17 @@ def sample_evaluator(config: Config) -> Evaluator | None:
     return evaluate
 
 
-def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
-    """Train `config` once (resuming an interrupted run) and cache the result under `name`."""
+def train_run(
+    config: Config, name: str, *, evaluate: bool = True, train: bool | None = None
+) -> RunResult:
+    """Train `config` once (resuming an interrupted run) and cache the result under `name`.
+
+    A run missing from the cache is trained here when `train` is True; None follows
+    plan.policy (under the paper profile: raise plan.RunsNeeded with the command instead).
+    """
+    extra = {"evaluate": evaluate}
+    if train is False or (train is None and policy(config) == "plan"):
+        refuse_missing(missing([config], name, evaluate))
     key = cache_key(config, name, code=False)  # a code edit keeps the run resumable
     run_dir = artifacts_dir(config.profile) / "runs" / f"{name}-{key}"
     ranks = current_ranks()  # under torchrun: every rank trains, rank 0 writes
@@ -135,13 +145,19 @@ def train_run(config: Config, name: str, *, evaluate: bool = True) -> RunResult:
         ]
         return RunResult(config, history, *states, {**environment(), "code": code_version()})
 
-    extra = {"evaluate": evaluate}
     result = load_or_compute(config, compute, name=name, extra=extra, store=ranks.main)
     if ranks.world > 1:
         dist.barrier()  # the result is written before any rank reads or removes anything
     if ranks.main and cache_path(config, name, extra).exists():  # supersedes the checkpoint
         shutil.rmtree(run_dir, ignore_errors=True)
     return result
+
+
+def missing(configs: list[Config], name: str, evaluate: bool) -> list[str]:
+    """The commands that train the runs of `configs` not yet in the cache (each once)."""
+    extra = {"evaluate": evaluate}
+    absent = [c for c in configs if not cache_path(c, name, extra).exists()]
+    return list(dict.fromkeys(command(c, name, evaluate=evaluate) for c in absent))
 
 
 def train_many(
@@ -152,6 +168,8 @@ def train_many(
     Results come back in the order of `configs`; cached runs load without starting a worker.
     """
     jobs = default_jobs() if jobs is None else jobs
+    if configs and policy(configs[0]) == "plan":  # all missing runs at once, as commands
+        refuse_missing(missing(configs, name, evaluate))
     if jobs <= 1 or len(configs) <= 1:
         return [train_run(c, name, evaluate=evaluate) for c in configs]
     with worker_pool(jobs) as pool:

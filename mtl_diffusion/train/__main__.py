@@ -12,18 +12,27 @@ checkpoint. On several processes (one node, 4 GPUs; or CPUs with the gloo backen
 train.batch_size is the GLOBAL batch (each rank trains on its B / N rows); the update equals
 the single-process update of that batch for every MTL method. Backend: nccl on CUDA, gloo on
 the CPU (MTL_DIFFUSION_BACKEND overrides). Rank 0 writes the checkpoints and the result.
+
+    python -m mtl_diffusion.train --plan 04 --profile paper --set data.path=/data/ffhq
+
+executes notebook 04 without training (see mtl_diffusion.plan) and prints one command per run
+it still needs, for a scheduler; run it again once they finish.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
+import tempfile
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
 from mtl_diffusion import config
 from mtl_diffusion.cache import cache_path
+from mtl_diffusion.run_notebooks import check_params, parse_value, run_one, sources
 from mtl_diffusion.runs import train_run
 
 
@@ -40,19 +49,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (config key seed)")
     parser.add_argument("--name", default="run", help="cache name (a notebook's run name)")
     parser.add_argument("--no-eval", action="store_true", help="train without sample metrics")
+    parser.add_argument(
+        "--plan",
+        metavar="NN",
+        help="train nothing: print the commands of the runs notebook NN still needs (its "
+        "--set options become the notebook's config_overrides)",
+    )
+    parser.add_argument(
+        "-p", "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="with --plan: a notebook parameter (e.g. -p num_seeds=5)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
+    if args.plan:
+        return print_plan(args.plan, args.profile, args.set, args.param, args.seed)
     try:
-        overrides = config.parse_overrides(" ".join(args.set))
-        if args.seed is not None:
-            overrides["seed"] = args.seed
-        cfg = config.load(args.profile, overrides)
+        cfg = config_from_args(args.profile, args.set, args.seed)
     except config.ConfigError as err:
         raise SystemExit(f"error: {err}") from None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         start_process_group(cfg.train.device)
     try:
-        result = train_run(cfg, args.name, evaluate=not args.no_eval)
+        result = train_run(cfg, args.name, evaluate=not args.no_eval, train=True)
     finally:
         if world > 1:
             dist.destroy_process_group()
@@ -63,6 +81,51 @@ def main(argv: list[str] | None = None) -> None:
     print(f"trained {cfg.train.steps} steps ({history.seconds:.0f} s); final loss "
           f"{history.losses[-1]:.4f}; last evaluation {last}")  # fmt: skip
     print(f"result: {cache_path(cfg, args.name, {'evaluate': not args.no_eval})}")
+
+
+def config_from_args(profile: str, sets: list[str], seed: int | None) -> config.Config:
+    """The Config of `--profile`, `--set key=value` (one each; a value may hold spaces) and
+    `--seed`: what plan.command writes for a run, read back."""
+    overrides: dict = {}
+    for item in sets:
+        overrides.update(config.parse_overrides(shlex.quote(item)))
+    if seed is not None:
+        overrides["seed"] = seed
+    return config.load(profile, overrides)
+
+
+def print_plan(
+    notebook: str, profile: str, sets: list[str], params: list[str], seed: int | None
+) -> None:
+    """Execute `notebook` without training (MTL_DIFFUSION_TRAIN=plan) and print the commands
+    of the missing runs it stops at (plan.RunsNeeded), one line each."""
+    found = sources([notebook])
+    if len(found) != 1:
+        raise SystemExit(f"--plan {notebook} matches {[p.stem for p in found]}: name one notebook")
+    source = found[0]
+    values = dict(item.split("=", 1) for item in params)
+    notebook_params = {name: parse_value(value) for name, value in values.items()}
+    if sets:
+        notebook_params["config_overrides"] = " ".join(shlex.quote(s) for s in sets)
+    if seed is not None:
+        notebook_params["seed"] = seed
+    notebook_params = check_params([source], profile, notebook_params)
+    with tempfile.TemporaryDirectory() as folder:
+        listing = Path(folder) / "plan.txt"
+        os.environ.update(MTL_DIFFUSION_TRAIN="plan", MTL_DIFFUSION_PLAN=str(listing))
+        os.environ.setdefault("MTL_DIFFUSION_QUIET", "1")
+        try:
+            run_one(source, profile, notebook_params, prepare_only=False)
+        except Exception as error:
+            if not listing.exists():
+                message = f"{source.stem} failed before it asked for a run: {error}"
+                raise SystemExit(message) from None
+            print(f"# {source.stem} under {profile}: runs missing from the cache")
+            print(listing.read_text(), end="")
+            print("# after they finish, run --plan again: later cells may need runs that "
+                  "depend on these (or the notebook now completes from the cache)")  # fmt: skip
+            return
+    print(f"# {source.stem} under {profile}: every run it needs is in the cache; it ran through")
 
 
 def start_process_group(device: str) -> None:
