@@ -58,6 +58,8 @@ this_run = notebook.start("06_curriculum", globals())  # strict parameters, run 
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.cm import ScalarMappable
+from matplotlib.colors import BoundaryNorm, ListedColormap
 
 from mtl_diffusion import config
 from mtl_diffusion.builders import dataset_from_config, schedule_from_config
@@ -73,7 +75,14 @@ from mtl_diffusion.difficulty import (
     mixture_marginal_kl,
 )
 from mtl_diffusion.evaluation import feature_label, pixel_label
-from mtl_diffusion.plotting import savefig, set_style
+from mtl_diffusion.plotting import (
+    legend,
+    line_key,
+    lower_is_better,
+    patch_key,
+    savefig,
+    set_style,
+)
 from mtl_diffusion.runs import train_many
 from mtl_diffusion.train import Trainer
 
@@ -205,21 +214,25 @@ for k in kl_names:
 for start, _ in clusters[1:]:
     ax_kl.axvline(start, color="grey", lw=0.5, alpha=0.5)
 ax_kl.set(xlabel="timestep t", ylabel="KL(p_{t-1} || p_t)", yscale="log",
-          title="change of the noisy marginal per step (clusters in grey)")
-ax_kl.legend(fontsize="small")
+          title="change of the noisy marginal per step")
+legend(ax_kl, line_key(f"boundaries of the {num_clusters} clusters", color="grey", lw=0.5),
+       fontsize="small")
 colours = plt.cm.viridis(np.linspace(0, 1, num_clusters))
-for i, (start, end) in enumerate(clusters):
-    labelled = i in (0, num_clusters // 2, num_clusters - 1)
-    label = f"t {start}-{end}" if labelled else None
-    ax_ratio.plot(curves.steps[1:], ratio[1:, i], "o-", ms=3, color=colours[i], label=label)
-    ax_done.plot(curves.steps, done[:, i], "o-", ms=3, color=colours[i], label=label)
-ax_ratio.axhline(1.0, color="grey", ls=":")
+for i in range(num_clusters):
+    ax_ratio.plot(curves.steps[1:], ratio[1:, i], "o-", ms=3, color=colours[i])
+    ax_done.plot(curves.steps, done[:, i], "o-", ms=3, color=colours[i])
+ax_ratio.axhline(1.0, color="grey", ls=":", label="1: the final loss")
 ax_ratio.set(xlabel="training step", ylabel="held-out loss / final loss", yscale="log",
-             title="per-cluster loss / its final value (dark: low t)")
-ax_done.axhline(1.0, color="grey", ls=":")
+             title="per-cluster loss / its final value\n(colour: the cluster, bar on the right)")
+ax_done.axhline(1.0, color="grey", ls=":", label="1: the whole decrease done")
 ax_done.set(xlabel="training step", ylabel="fraction of the loss decrease done",
-            title="per-cluster progress (dark: low t)")
+            title="per-cluster progress\n(colour: the cluster)")
 ax_ratio.legend(fontsize="small")
+ax_done.legend(fontsize="small")
+bounds = [start for start, _ in clusters] + [clusters[-1][1] + 1]
+by_cluster = ScalarMappable(BoundaryNorm(bounds, num_clusters), ListedColormap(colours))
+fig.colorbar(by_cluster, ax=ax_done, ticks=bounds[::2] if num_clusters > 6 else bounds,
+             label="the cluster's timesteps t")
 fig.tight_layout()
 savefig(fig, "06_curriculum_difficulty", profile)
 
@@ -268,10 +281,18 @@ for ax, m in zip(axes, metrics, strict=True):
                 ax.axvline(step, color=line.get_color(), ls=":", lw=0.8)
     ax.axvspan(0, stage_steps * (num_clusters - 1), color="grey", alpha=0.15)
     label = {"fd": f"{feature_label(cfg)} FD", "fd_pixel": f"{pixel_label(cfg)} FD"}.get(m, "KID")
-    ax.set(xlabel="training step", ylabel=label, yscale="log" if m != "kid" else "linear",
-           title=f"{label} (mean over seeds; dots: single seeds)")
-axes[0].legend(fontsize="small")
+    ax.set(xlabel="training step", ylabel=lower_is_better(label),
+           yscale="log" if m != "kid" else "linear", title=f"{label} (lines: mean over seeds)")
+patience_colour = next(line.get_color() for line in axes[0].get_lines()
+                       if line.get_label() == "curriculum (patience)")
+KEYS = [line_key("dots: single seeds", color="grey", ls="None", marker="o", ms=3),
+        patch_key(f"fixed-pacing curriculum phase (steps 0-{stage_steps * (num_clusters - 1)})",
+                  alpha=0.15),
+        line_key("stage changes of the patience-paced run (its first seed)",
+                 color=patience_colour, ls=":", lw=0.8)]
 fig.tight_layout()
+fig.legend(handles=[*axes[0].get_legend_handles_labels()[0], *KEYS], loc="upper center",
+           bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize="small")
 savefig(fig, "06_curriculum_training", profile)
 
 # %% [markdown]
