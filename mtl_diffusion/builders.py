@@ -11,10 +11,12 @@ from mtl_diffusion.clustering import Interval, snr_clusters, timestep_clusters
 from mtl_diffusion.config import Config
 from mtl_diffusion.curriculum import CurriculumTimesteps
 from mtl_diffusion.data import load_dataset
+from mtl_diffusion.decoded import folder_split
 from mtl_diffusion.diffusion import Schedule, make_schedule
 from mtl_diffusion.models import build_model
 from mtl_diffusion.mtl.distributed import RankAverage
 from mtl_diffusion.mtl.engine import MTLEngine
+from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.routing import RoutingSpec
 from mtl_diffusion.timesteps import StratifiedTimesteps, UniformTimesteps
 
@@ -139,7 +141,7 @@ def engine_from_config(
 
 
 def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:
-    """Training (or test) data as one tensor in [-1, 1]."""
+    """Training (or test) data as one tensor in [-1, 1] (an image folder: see decoded)."""
     d = config.data
     if d.name == "folder":
         if not d.path:
@@ -147,14 +149,9 @@ def dataset_from_config(config: Config, split: str = "train") -> torch.Tensor:
                 "data.name='folder' needs data.path, the image folder (e.g. the notebook parameter "
                 'config_overrides="data.path=/data/ffhq"); or use data.name=digits'
             )
-        return load_dataset(
-            "folder",
-            split,
-            path=d.path,
-            image_size=d.image_size,
-            channels=d.channels,
-            test_fraction=d.test_fraction,
-            max_images=d.max_images,
+        store = artifacts_dir(config.profile) / "decoded"  # decoded once, then mapped
+        return folder_split(
+            d.path, split, d.image_size, d.channels, d.test_fraction, d.max_images, store
         )
     return load_dataset(d.name, split)
 

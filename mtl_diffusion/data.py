@@ -152,14 +152,23 @@ def _load_image(file: Path, image_size: int, mode: str) -> np.ndarray:
     return array[None] if array.ndim == 2 else array.transpose(2, 0, 1)
 
 
-def _load_files(files: list[Path], image_size: int, channels: int) -> torch.Tensor:
+def decode_levels(files: list[Path], image_size: int, channels: int) -> np.ndarray:
+    """(N, channels, image_size, image_size) float32 levels 0..255 of the centre squares."""
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 (grey) or 3 (RGB), got {channels}")
     if image_size < 1:
         raise ValueError(f"image_size must be a positive integer, got {image_size}")
     mode = "L" if channels == 1 else "RGB"
-    stack = np.stack([_load_image(f, image_size, mode) for f in files])
-    return torch.from_numpy(stack / 127.5 - 1.0).float()
+    return np.stack([_load_image(f, image_size, mode) for f in files])
+
+
+def levels_to_images(levels: np.ndarray) -> torch.Tensor:
+    """Levels 0..255 (any numeric dtype) as float32 images in [-1, 1]."""
+    return torch.from_numpy(levels.astype(np.float32, copy=False) / 127.5 - 1.0).float()
+
+
+def _load_files(files: list[Path], image_size: int, channels: int) -> torch.Tensor:
+    return levels_to_images(decode_levels(files, image_size, channels))
 
 
 def _folder_files(path: str | Path) -> list[Path]:
