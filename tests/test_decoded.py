@@ -61,5 +61,5 @@ def test_a_second_use_maps_without_decoding_and_a_changed_file_decodes_again(
     changed = decoded(folder, store)
     assert torch.equal(changed, data.load_folder_split(folder, "train", 8, 3, test_fraction=0.25))
     assert not torch.equal(changed, first) and len(list(store.glob("*.npy"))) == 2
-    assert torch.equal(decoded(folder, store, image_size=4),
-                       data.load_folder_split(folder, "train", 4, 3, test_fraction=0.25))  # fmt: skip
+    smaller = data.load_folder_split(folder, "train", 4, 3, test_fraction=0.25)
+    assert torch.equal(decoded(folder, store, image_size=4), smaller)
