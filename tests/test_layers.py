@@ -17,7 +17,11 @@ CONFIG_FREE = (
     "stats", "timesteps", "weighting", "models", "mtl",
     "scorecl.augment", "scorecl.encoder", "scorecl.knn", "scorecl.losses", "scorecl.score",
     "scorecl.weights",
+    "meme.assignment", "meme.batch", "meme.blocks", "meme.expert", "meme.multi_expert",
+    "meme.spectrum",
 )  # fmt: skip
+# Packages whose own __init__ is Config-free although a submodule is not (meme.training).
+CONFIG_FREE_INITS = ("meme",)
 
 
 def modules() -> dict[str, ast.Module]:
@@ -46,6 +50,8 @@ def imports(tree: ast.Module) -> tuple[set[str], list[int]]:
 
 
 def is_config_free(name: str) -> bool:
+    if name in CONFIG_FREE_INITS:
+        return True
     return any(name == m or name.startswith(m + ".") for m in CONFIG_FREE)
 
 
