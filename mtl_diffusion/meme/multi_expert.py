@@ -77,12 +77,7 @@ class MultiExpertDenoiser(nn.Module):
         if expert is not None and (expert.shape != (size,) or expert.is_floating_point()):
             raise ValueError(f"expert must be an integer tensor of shape ({size},)")
         if self.dispatch == "dense":
-            ids = _interval_ids(t, self.starts) if expert is None else expert
-            out = self.experts[0](x_t, t)
-            for j in range(1, self.num_experts):
-                keep = (ids == j).reshape(-1, *[1] * (x_t.dim() - 1))
-                out = torch.where(keep, self.experts[j](x_t, t), out)
-            return out
+            return self._dense(x_t, t, _interval_ids(t, self.starts) if expert is None else expert)
         try:
             ids = self.expert_index(t) if expert is None else self._checked(expert)
         except RuntimeError as err:  # torch.func.vmap refuses the data-dependent split
@@ -105,6 +100,14 @@ class MultiExpertDenoiser(nn.Module):
                 out = part.new_zeros((size, *part.shape[1:]))
             out = out.index_copy(0, index, part)
         assert out is not None  # every sample has an expert
+        return out
+
+    def _dense(self, x_t: Tensor, t: Tensor, ids: Tensor) -> Tensor:
+        """Every expert on the whole batch; each sample keeps its own expert's output."""
+        out = self.experts[0](x_t, t)
+        for j in range(1, self.num_experts):
+            keep = (ids == j).reshape(-1, *[1] * (x_t.dim() - 1))
+            out = torch.where(keep, self.experts[j](x_t, t), out)
         return out
 
     def _checked(self, expert: Tensor) -> Tensor:

@@ -66,7 +66,7 @@ def radial_power_spectrum(images: Tensor) -> RadialSpectrum:
     power = _power(images)
     bins = radial_bins(images.shape[-1])
     sums, count = _band_sums(power.reshape(-1, *power.shape[-2:]).mean(0), bins)
-    frequency = torch.arange(len(count), dtype=torch.float64)
+    frequency = torch.arange(len(count), dtype=torch.float64, device=sums.device)
     return RadialSpectrum(frequency, sums / count.to(sums), count)
 
 
@@ -133,4 +133,4 @@ def frequency_response(
             totals[i] = totals[i] + sums
     assert count is not None and isinstance(totals[0], Tensor)
     frequency = torch.arange(len(count), dtype=torch.float64)
-    return RadialSpectrum(frequency, (totals[1] / totals[0]).cpu(), count)
+    return RadialSpectrum(frequency, (totals[1] / totals[0]).cpu(), count.cpu())
