@@ -8,6 +8,7 @@ how far each rank's parameters and method state lie from rank 0's.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 import torch
@@ -30,8 +31,9 @@ SETTINGS = {
 }
 
 
-def config(method: str, precision: str = "fp32"):
-    return load("smoke", {**SETTINGS, "mtl.method": method, "train.precision": precision})
+def config(method: str, precision: str = "fp32", device: str = "cpu"):
+    settings = {**SETTINGS, "mtl.method": method, "train.precision": precision}
+    return load("smoke", {**settings, "train.device": device})
 
 
 def spread(tensor: torch.Tensor) -> float:
@@ -57,25 +59,32 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("out", type=Path)
     parser.add_argument("methods", nargs="+", help="method or method@precision (bf16)")
+    parser.add_argument("--device", default="cpu", help="cuda: nccl, one GPU per rank")
     args = parser.parse_args()
-    dist.init_process_group("gloo")
+    if args.device == "cuda":
+        torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
+    dist.init_process_group("nccl" if args.device == "cuda" else "gloo")
     rank = dist.get_rank()
     sync = RankAverage(bucket_bytes=64)  # 16 floats a bucket: 63 all-reduces for 1000 values
-    values = torch.arange(1000.0) * (rank + 1)
-    expected = torch.arange(1000.0) * (dist.get_world_size() + 1) / 2
+    device = (
+        torch.device(args.device, torch.cuda.current_device()) if args.device == "cuda" else None
+    )
+    values = torch.arange(1000.0, device=device) * (rank + 1)
+    expected = torch.arange(1000.0, device=device) * (dist.get_world_size() + 1) / 2
     results: dict = {"bucket_error": float((sync(values) - expected).abs().max())}
     for name in args.methods:
         method, _, precision = name.partition("@")
-        cfg = config(method, precision or "fp32")
+        cfg = config(method, precision or "fp32", args.device)
         trainer = Trainer(cfg)
         trainer.fit()
         flat = torch.cat([p.detach().reshape(-1) for p in trainer.model.parameters()])
+        state = method_state(trainer).to(flat.device)
         results[name] = {
-            "model": {k: v.clone() for k, v in trainer.model.state_dict().items()},
+            "model": {k: v.cpu().clone() for k, v in trainer.model.state_dict().items()},
             "losses": trainer.history.losses,
             "weights": trainer.history.method_weights,
             "param_spread": spread(flat),
-            "state_spread": spread(method_state(trainer)),
+            "state_spread": spread(state),
             "bytes_sent": getattr(trainer.engine.sync, "bytes_sent", None),
         }
     if dist.get_rank() == 0:

@@ -112,6 +112,23 @@ def flat(state: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.cat([v.reshape(-1).double() for v in state.values()])
 
 
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 GPUs (nccl)")
+@pytest.mark.parametrize("name", ["vanilla", "uw", "pcgrad", "nash", "pcgrad@bf16"])
+def test_two_gpus_take_the_single_gpu_update_of_the_global_batch(tmp_path, name: str) -> None:
+    out = tmp_path / "results.pt"
+    worker = str(Path(__file__).parent / "distributed_worker.py")
+    finish(torchrun(worker, str(out), name, "--device", "cuda"))
+    result = torch.load(out, weights_only=False)[name]
+    method, _, precision = name.partition("@")
+    assert result["param_spread"] == 0.0 and result["state_spread"] == 0.0
+    single = Trainer(config(method, precision or "fp32", "cuda"))
+    start = flat(single.model.state_dict())
+    single.fit()
+    end, ddp = flat(single.model.state_dict()).cpu(), flat(result["model"])
+    error = float((ddp - end).norm() / (end - start.cpu()).norm())
+    assert error < (0.05 if precision == "bf16" else 1e-3), error
+
+
 def test_gradient_methods_send_k_gradients_and_k_losses_a_step(two_ranks: dict) -> None:
     cfg = config("pcgrad")
     size = sum(p.numel() for p in Trainer(cfg).model.parameters())
