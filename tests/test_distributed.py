@@ -13,11 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.distributed as dist
 from distributed_worker import STEPS, config
+from torch.nn.parallel import DistributedDataParallel
 
 from mtl_diffusion import paths
 from mtl_diffusion.config import load
-from mtl_diffusion.mtl.distributed import Ranks, shard
+from mtl_diffusion.mtl import MTLEngine
+from mtl_diffusion.mtl.distributed import RankAverage, Ranks, shard
 from mtl_diffusion.paths import ROOT
 from mtl_diffusion.runs import train_run
 from mtl_diffusion.train import Trainer
@@ -178,3 +181,18 @@ def test_a_killed_torchrun_job_resumes_to_the_uninterrupted_result(tmp_path, mon
     for key, value in single.model_state.items():
         torch.testing.assert_close(resumed.model_state[key], value, atol=1e-3, rtol=0, msg=key)
     torch.testing.assert_close(resumed.history.losses, single.history.losses, atol=1e-4, rtol=1e-3)
+
+
+def test_the_engine_refuses_a_ddp_model_it_would_average_wrongly(tmp_path) -> None:
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'group'}", rank=0,
+                            world_size=1)  # fmt: skip
+    try:
+        wrapped = DistributedDataParallel(Trainer(config("vanilla")).model)
+        with pytest.raises(ValueError, match="pass the plain module"):
+            MTLEngine(wrapped, "pcgrad", 5, sync=RankAverage())
+        with pytest.raises(ValueError, match="needs sync=RankAverage"):
+            MTLEngine(wrapped, "uw", 5)
+        MTLEngine(wrapped, "vanilla", 5)  # DDP's own average is all vanilla needs
+        MTLEngine(wrapped, "uw", 5, sync=RankAverage())
+    finally:
+        dist.destroy_process_group()

@@ -6,6 +6,7 @@ from __future__ import annotations
 from mtl_diffusion.mtl.batch import DenoisingBatch, interleaved_clusters
 from mtl_diffusion.mtl.cagrad import cagrad_weights
 from mtl_diffusion.mtl.cluster_gradients import ClusterGradients, cluster_gradients
+from mtl_diffusion.mtl.distributed import RankAverage, Ranks, broadcast_state, current_ranks, shard
 from mtl_diffusion.mtl.dwa import DWA, EqualWeighting
 from mtl_diffusion.mtl.engine import (
     EngineStep,
@@ -31,6 +32,11 @@ __all__ = [
     "FastPathMismatchError",
     "MTLEngine",
     "NonFiniteLossError",
+    "RankAverage",
+    "Ranks",
+    "broadcast_state",
+    "current_ranks",
+    "shard",
     "cluster_gradients",
     "interleaved_clusters",
     "DWA",

@@ -41,6 +41,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
 
 from mtl_diffusion.mtl.batch import (
     DenoisingBatch,
@@ -122,6 +123,19 @@ class MTLEngine:
             raise ValueError(f"check_tolerance must be > 0, got {check_tolerance}")
         if not trainable(model):
             raise ValueError("the model has no trainable parameters")
+        if isinstance(model, DistributedDataParallel):
+            if self.spec.kind == "gradient":
+                raise ValueError(
+                    f"mtl method {method!r} computes per-cluster gradients itself: pass the plain "
+                    "module (not DistributedDataParallel) and sync=RankAverage(), which averages "
+                    "them over ranks before the Gramian"
+                )
+            if sync is None and method != "vanilla":
+                raise ValueError(
+                    f"mtl method {method!r} under DistributedDataParallel needs "
+                    "sync=RankAverage(): its weights come from the cluster losses, which must be "
+                    "averaged over ranks to stay the same on every rank"
+                )
         if self.spec.kind == "gradient" and path == "fast":
             check_fast_path(model)
         self.model, self.k, self.path = model, num_clusters, path
