@@ -118,6 +118,7 @@ class EvalConfig:
     sampler: str = "ddim"  # ddim | ddpm
     sampling_steps: int = 50  # DDIM steps (DDPM always uses all timesteps)
     eta: float = 0.0
+    sample_batch: int = 0  # samples drawn at a time while evaluating (0: all at once)
     feature_net: str = ""  # folder data: a torch.export (.pt2) or TorchScript file of features
     pixel_size: int = 16  # pixel metrics on images area-downsampled to at most this side
 
@@ -188,6 +189,7 @@ PAPER: dict[str, Any] = {
     "train.device": "cuda",
     "eval.num_samples": 10_000,
     "eval.sampling_steps": 100,
+    "eval.sample_batch": 500,  # 10,000 samples at once would not fit a GPU
 }
 
 PROFILES: dict[str, dict[str, Any]] = {

@@ -59,6 +59,7 @@ RANGES: dict[str, Range] = {
     "curriculum.smoothing": (0.0, 1.0, False, True),
     "eval.num_samples": (4, INF, False, False),  # precision/recall with k = 3 need 4
     "eval.sampling_steps": (1, INF, False, False),
+    "eval.sample_batch": (0, INF, False, False),  # 0: all at once
     "eval.eta": (0.0, 1.0, False, False),
     "eval.pixel_size": (1, INF, False, False),
 }

@@ -78,28 +78,38 @@ def generate(
     noise, on `device` (default: the module's, or the CPU for a callable).
 
     `model` is a denoiser module (in eval mode while sampling) or any `denoise(x_t, t)` callable,
-    such as a `piecewise_denoiser` over modules the caller has put in eval mode.
+    such as a `piecewise_denoiser` over modules the caller has put in eval mode. With
+    eval.sample_batch > 0 the samples are drawn that many at a time (slices of the same initial
+    noise; a stochastic sampler's noise then comes from one generator per batch).
     """
     module = model if isinstance(model, nn.Module) else None
     device = model_device(model) if device is None else torch.device(device)
     schedule = schedule_from_config(config)
-    noise = initial_noise(config, n, seed).to(device)  # drawn on the CPU: the same on any device
-    generator = torch.Generator(device).manual_seed(seed + 1)
+    noise = initial_noise(config, n, seed)  # drawn on the CPU: the same on any device
+    size = config.eval.sample_batch or max(n, 1)
+    seeds = [seed + 1]  # one batch: the generator every cached result was sampled with
+    if n > size:
+        master = torch.Generator().manual_seed(seed + 1)
+        seeds = torch.randint(2**62, (-(-n // size),), generator=master).tolist()
     was_training = module is not None and module.training
     if module is not None:
         module.eval()
-    kwargs: dict[str, Any] = dict(
-        prediction=config.diffusion.prediction, generator=generator, progress_bar=progress_bar
-    )
-    if config.eval.sampler == "ddim":
-        samples = ddim_sample(
-            model, schedule, noise, steps=config.eval.sampling_steps, eta=config.eval.eta, **kwargs
+    parts = []
+    for chunk, chunk_seed in zip(noise.split(size), seeds, strict=True):
+        generator = torch.Generator(device).manual_seed(chunk_seed)
+        kwargs: dict[str, Any] = dict(
+            prediction=config.diffusion.prediction, generator=generator, progress_bar=progress_bar
         )
-    else:
-        samples = ddpm_sample(model, schedule, noise, **kwargs)
+        x_T = chunk.to(device)
+        if config.eval.sampler == "ddim":
+            steps, eta = config.eval.sampling_steps, config.eval.eta
+            x0 = ddim_sample(model, schedule, x_T, steps=steps, eta=eta, **kwargs)
+        else:
+            x0 = ddpm_sample(model, schedule, x_T, **kwargs)
+        parts.append(x0.cpu())
     if module is not None:
         module.train(was_training)
-    return samples.cpu()
+    return torch.cat(parts)
 
 
 def sample_evaluator(config: Config) -> Evaluator | None:

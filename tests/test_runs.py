@@ -61,6 +61,21 @@ def test_generate_uses_common_random_numbers() -> None:
     assert a.shape == (5, 1, 8, 8)
 
 
+def test_sampling_in_batches_gives_the_samples_of_one_batch() -> None:
+    cfg = load("smoke", TINY)
+    model = Trainer(cfg).ema
+    whole = generate(model, cfg, 7)
+    batched = load("smoke", {**TINY, "eval.sample_batch": 3})  # batches of 3, 3 and 1
+    torch.testing.assert_close(generate(model, batched, 7), whole, atol=1e-5, rtol=0)  # DDIM eta 0
+    ddpm = {**TINY, "eval.sampler": "ddpm", "diffusion.num_timesteps": 30}
+    stochastic = generate(model, load("smoke", {**ddpm, "eval.sample_batch": 3}), 7)
+    assert torch.equal(
+        stochastic, generate(model, load("smoke", {**ddpm, "eval.sample_batch": 3}), 7)
+    )
+    assert stochastic.shape == whole.shape and torch.isfinite(stochastic).all()
+    assert not torch.equal(stochastic[:3], stochastic[3:6])  # each batch has noise of its own
+
+
 def test_interval_restricted_timesteps() -> None:
     cfg = load("smoke", {"timesteps.t_start": 200, "timesteps.t_end": 399})
     t = timesteps_from_config(cfg).sample(20_000, torch.Generator().manual_seed(0))
