@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.export.passes import move_to_device_pass
 
 from mtl_diffusion.builders import dataset_from_config
 from mtl_diffusion.config import Config, DataConfig, EvalConfig
@@ -62,7 +63,8 @@ def pixel_embedding(side: int) -> Embedding:
 
 
 @lru_cache(maxsize=2)
-def _feature_network(path: str) -> Callable[[torch.Tensor], torch.Tensor]:
+def load_feature_network(path: str, device: str = "cpu") -> Callable[[torch.Tensor], torch.Tensor]:
+    """The network saved at `path` (torch.export .pt2 or TorchScript) on `device`, cached."""
     file = Path(path)
     if not file.is_file():
         raise ValueError(
@@ -70,18 +72,19 @@ def _feature_network(path: str) -> Callable[[torch.Tensor], torch.Tensor]:
             "no such file"
         )
     if file.suffix == ".pt2":
-        return torch.export.load(str(file)).module()
-    return torch.jit.load(str(file), map_location="cpu").eval()
+        return move_to_device_pass(torch.export.load(str(file)), device).module()
+    return torch.jit.load(str(file), map_location=device).eval()
 
 
-def network_embedding(path: str) -> Embedding:
-    """Features (N, d) float64 of the saved network at ``path``, in batches on the CPU."""
+def network_embedding(path: str, device: str = "cpu") -> Embedding:
+    """Features (N, d) float64 of the saved network at ``path``, in batches of FEATURE_BATCH
+    on `device` (feature_embedding: train.device where it exists, else the CPU)."""
 
     @torch.no_grad()
     def embed(images: torch.Tensor) -> np.ndarray:
-        net = _feature_network(path)
+        net = load_feature_network(path, device)
         x = images.detach().to("cpu", torch.float32).clamp(-1.0, 1.0)
-        feats = torch.cat([net(chunk) for chunk in x.split(FEATURE_BATCH)])
+        feats = torch.cat([net(chunk.to(device)).cpu() for chunk in x.split(FEATURE_BATCH)])
         if feats.ndim != 2 or len(feats) != len(x):
             raise ValueError(
                 f"eval.feature_net must map (N, C, H, W) to (N, d); {path!r} gave "
@@ -98,7 +101,8 @@ def feature_embedding(config: Config) -> Embedding:
     if config.data.name == "digits":
         return digit_features
     if config.eval.feature_net:
-        return network_embedding(config.eval.feature_net)
+        cuda = config.train.device == "cuda" and torch.cuda.is_available()
+        return network_embedding(config.eval.feature_net, "cuda" if cuda else "cpu")
     return pixel_embedding(_pixel_side(config))
 
 

@@ -14,6 +14,7 @@ from mtl_diffusion.evaluation import (
     distances,
     evaluate,
     feature_label,
+    load_feature_network,
     pixel_embedding,
     pixel_label,
     reference_embeddings,
@@ -122,3 +123,18 @@ def test_evaluation_errors(folder, tmp_path):
     wrong = _folder_config(folder, **{"eval.feature_net": str(flat)})
     with pytest.raises(ValueError, match=r"\(N, d\)"):
         distances(torch.zeros(8, 3, 16, 16), wrong)
+
+
+@pytest.mark.parametrize("device", ["meta", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a GPU"))])  # fmt: skip
+def test_the_feature_network_runs_on_the_training_device(tmp_path, device: str) -> None:
+    net = _Features().eval()
+    program = torch.export.export(net, (torch.zeros(4, 3, 16, 16),),
+                                  dynamic_shapes=({0: torch.export.Dim("batch")},))  # fmt: skip
+    path = tmp_path / "features.pt2"
+    torch.export.save(program, str(path))
+    moved = load_feature_network(
+        str(path), device
+    )  # "meta": a device without memory, no GPU needed
+    assert all(p.device.type == device for p in moved.parameters())
+    assert moved(torch.zeros(2, 3, 16, 16, device=device)).device.type == device
