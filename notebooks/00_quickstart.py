@@ -156,18 +156,16 @@ savefig(fig, "00_samples", profile)
 # %% [markdown]
 # ## What this run supports
 #
-# Every profile must train to finite losses and produce samples of the data's shape and range.
-# Under `cpu` and `paper` the distance must also fall during training: the first evaluation
-# against the last. (Under `smoke` the model trains for seconds, so no quality claim is made.)
+# Every profile must produce finite samples. Under `cpu` and `paper` the distance must also fall
+# during training: the first evaluation against the last. (Under `smoke` the model trains for seconds, so no quality claim is made.)
 
 # %%
-assert np.isfinite(losses).all(), "training produced a non-finite loss"
-assert samples.shape == (100, cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-assert samples.abs().max() <= 1.0 + 1e-6
-assert len(fd) >= 2 and np.isfinite(fd).all()
+# (A non-finite loss or metric stops training with an error, so those need no assertion here.)
+assert torch.isfinite(samples).all(), "the sampler produced non-finite samples"
 if not config.is_smoke(profile):
+    assert len(fd) >= 2, f"the claim needs two evaluations, got {len(fd)}: lower train.eval_every"
     assert fd[-1] < 0.5 * fd[0], f"FD did not fall enough: {fd[0]:.2f} -> {fd[-1]:.2f}"
-    assert fd_pixel[-1] < fd_pixel[0], (fd_pixel[0], fd_pixel[-1])
+    assert fd_pixel[-1] < fd_pixel[0], f"pixel FD did not fall: {fd_pixel[0]} -> {fd_pixel[-1]}"
 print(f"{feature_label(cfg)} FD: {fd[0]:.2f} at step {eval_steps[0]} -> {fd[-1]:.2f} at step "
       f"{eval_steps[-1]}; real-vs-real floor {real_fd:.2f}")
 

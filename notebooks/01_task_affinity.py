@@ -273,18 +273,16 @@ savefig(fig, "01_task_affinity_lookahead", profile)
 # %% [markdown]
 # ## What this run supports
 #
-# Every profile: the estimates are finite, symmetric (gradient) with a unit diagonal and in
-# $[-1, 1]$. Under `cpu` and `paper` the O1 claim is asserted for both models: affinity falls with
+# Every profile: the estimates are finite (symmetry, the unit diagonal and the range $[-1, 1]$
+# hold by how cosines are computed and are not asserted). Under `cpu` and `paper` the O1 claim is asserted for both models: affinity falls with
 # the distance between bins, i.e. a clearly negative rank correlation (below -0.3, fixed before
 # the run) and a higher mean affinity between neighbours than between the farthest bins.
 
 # %%
+# (Cosine matrices are symmetric with a unit diagonal by how they are computed: not asserted.)
 for arch in archs:
-    est = grad_est[arch]
-    assert est.matrices.shape == (len(snaps[arch].steps), num_bins, num_bins)
-    assert np.isfinite(est.matrices).all() and np.isfinite(look_est[arch].matrices).all()
-    assert np.allclose(est.mean, est.mean.T) and np.allclose(np.diag(est.mean), 1.0)
-    assert np.abs(est.matrices).max() <= 1.0
+    finite = [np.isfinite(e[arch].matrices).all() for e in (grad_est, look_est)]
+    assert all(finite), f"{names[arch]}: a non-finite affinity (a zero gradient?)"
 if not config.is_smoke(profile):
     for arch in archs:
         s = summary[arch]

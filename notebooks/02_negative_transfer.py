@@ -341,19 +341,13 @@ for v in variants:
 # %% [markdown]
 # ## What this run supports
 #
-# Every profile: the gaps are finite and have one value per interval and seed, and the samples
-# have the data's shape (the hybrid sampler's routing is tested in `tests/test_transfer.py`).
+# Every profile: the hybrid samples are finite (a non-finite gap or metric stops the run with an
+# error; the hybrid sampler's routing is tested in `tests/test_transfer.py`).
 # Under cpu with at least 3 seeds: the statements above that every seed supports.
 
 # %%
-for v in variants:
-    for key in ("fd", "fd_pixel", "loss"):
-        assert table[v][key].shape == (len(seeds), len(intervals))
-        assert np.isfinite(table[v][key]).all()
 sample_grid = results["vanilla", "steps", seeds[0]].samples
-assert sample_grid.shape[0] == 1 + len(intervals)
-assert sample_grid.shape[2:] == (cfg.data.channels, cfg.data.image_size, cfg.data.image_size)
-assert torch.isfinite(sample_grid).all()
+assert torch.isfinite(sample_grid).all(), "the hybrid sampler produced non-finite samples"
 if profile == "cpu" and len(seeds) >= 3:
     by_steps, by_samples = table["vanilla", "steps"], table["vanilla", "samples"]
     for key in ("fd", "fd_pixel", "loss"):  # samples-matched: the all-task model wins everywhere

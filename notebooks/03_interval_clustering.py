@@ -268,16 +268,16 @@ for (name, objective), by_k in clusters.items():
     for k, intervals in by_k.items():
         assert len(validate_intervals(intervals, T)) == k, (name, objective, k)
         if objective.startswith("affinity"):
-            assert all(s % width == 0 for s, _ in intervals)
+            assert all(s % width == 0 for s, _ in intervals), f"{name}: cut off a bin boundary"
 for k in ks:
     widths = [e - s + 1 for s, e in clusters["linear", "timestep"][k]]
-    assert max(widths) - min(widths) <= 1
+    assert max(widths) - min(widths) <= 1, f"k={k}: the timestep objective gave widths {widths}"
     for name in schedules:
         raw = clusters[name, "raw SNR"][k]
         log = clusters[name, "log-SNR"][k]
         assert raw[-1][0] <= log[-1][0], f"{name}, k={k}: raw SNR's last cut is not the lower one"
 for _, _, intervals in timings.values():
-    assert len(validate_intervals(intervals, T)) == 8
+    assert len(validate_intervals(intervals, T)) == 8, f"T = {T}: {len(intervals)} intervals"
 print({objective: f"{(b + d) * 1e3:.0f} ms" for objective, (b, d, _) in timings.items()})
 
 # %% [markdown]

@@ -415,8 +415,8 @@ for metric in METRICS:
 # %% [markdown]
 # ## What this run supports
 #
-# Every profile: finite metrics for every run and one weight per cluster per step. Under `cpu`
-# and `paper`: every cell trains to a falling distance (pixel and classifier FD, mean over seeds,
+# Every profile: nothing beyond running (a non-finite loss or metric stops a run with an error).
+# Under `cpu` and `paper`: every cell trains to a falling distance (pixel and classifier FD, mean over seeds,
 # first evaluation against the last), and UW's weights end near $1/(2L_i)$ with the largest
 # weight on the cluster of lowest loss, as the paper describes. "Near" is measured against the
 # run's own noise: the target $1/(2L_i)$ of single steps fluctuates over the last 25 steps, and
@@ -426,10 +426,7 @@ for metric in METRICS:
 # asserted, because several verdicts rest on gaps of one or two seed spreads.
 
 # %%
-assert all(np.isfinite(v).all() for cell in CELLS for v in final[cell].values())
-for (cell, s), run in results.items():
-    k = num_clusters if CELLS[cell] and "mtl.method" in CELLS[cell] else 1
-    assert all(len(w) == k for w in run.history.method_weights), (cell, s)
+# (Non-finite losses and metrics stop a run with an error; nothing to assert about them here.)
 if not config.is_smoke(profile):
     for cell in CELLS:
         for metric in ("fd_pixel", "fd"):

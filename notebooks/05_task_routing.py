@@ -400,8 +400,7 @@ for arch, a, b in comparisons:
 #
 # ## What this run supports
 #
-# Every profile: finite metrics for every run and masks of the documented shape, matching the
-# closed forms. Under `cpu` and `paper`: every variant's pixel distance falls during training (the
+# Every profile: the overlap of the masks as built matches its closed form (within 0.05). Under `cpu` and `paper`: every variant's pixel distance falls during training (the
 # mean over seeds at the first evaluation against the last). Under `cpu` with the default
 # parameters, the verdicts above are asserted as measured, with the rule fixed before the numbers
 # were seen (gap of means vs the larger seed spread). Only verdicts with a gap of at least 1.5
@@ -410,10 +409,12 @@ for arch, a, b in comparisons:
 # (DiT classifier FD, DTR on top of ANT-UW) are reported above, not asserted.
 
 # %%
-assert all(mask.shape == (T, C) and (mask.sum(1) == active).all() for mask in masks.values())
-assert all(np.isfinite(v).all() for key in runs for v in final[key].values())
-assert max(np.abs(measured[n] - closed[n]).max() for n in alphas) < 0.05
-assert max(np.abs(measured_local[n] - closed_local[n]).max() for n in alphas) < 0.05
+# The masks' overlap measured on the built masks against its closed form (the number of active
+# channels per row holds by how masks are built and is not asserted).
+error = max(np.abs(measured[n] - closed[n]).max() for n in alphas)
+assert error < 0.05, f"mask overlap differs from its closed form by {error:.3f}"
+error = max(np.abs(measured_local[n] - closed_local[n]).max() for n in alphas)
+assert error < 0.05, f"local mask overlap differs from its closed form by {error:.3f}"
 if not config.is_smoke(profile):
     for key in runs:
         first, last = curves[key]["fd_pixel"].mean(0)[[0, -1]]

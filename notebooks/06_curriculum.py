@@ -352,10 +352,9 @@ for (name, m), d in paired.items():
 # its gains.
 
 # %%
-assert all(np.isfinite(r.history.losses).all() for rs in runs.values() for r in rs)
-assert all(np.isfinite(table[n][m]).all() for n in arms for m in metrics)
-assert curves.losses.shape == (len(curves.steps), num_clusters)
-assert all(np.isfinite(kl[k]).all() and (kl[k] >= 0).all() for k in kl_names)
+# (Non-finite losses and metrics stop a run with an error; the KL estimates are >= 0 by their
+# form: neither is asserted.)
+assert all(np.isfinite(kl[k]).all() for k in kl_names), "a non-finite KL estimate"
 if not config.is_smoke(profile):
     data_kl = kl_per_cluster[DIRACS]
     # (b) the empirical data change far more per step at low noise than at high noise
