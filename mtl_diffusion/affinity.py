@@ -42,7 +42,7 @@ from mtl_diffusion.builders import (
     model_from_config,
     schedule_from_config,
 )
-from mtl_diffusion.cache import load_or_compute
+from mtl_diffusion.cache import cache_path, load_or_compute
 from mtl_diffusion.config import (
     Config,
     CurriculumConfig,
@@ -53,6 +53,8 @@ from mtl_diffusion.config import (
     is_smoke,
 )
 from mtl_diffusion.diffusion import Schedule, check_prediction
+from mtl_diffusion.mtl.distributed import current_ranks
+from mtl_diffusion.plan import command, policy, refuse_missing
 from mtl_diffusion.train import Trainer
 from mtl_diffusion.workers import default_jobs, worker_pool
 
@@ -368,12 +370,21 @@ class Snapshots:
 
 
 def training_snapshots(
-    config: Config, snapshots: Sequence[int] | None = None, name: str = "affinity_snapshots"
+    config: Config,
+    snapshots: Sequence[int] | None = None,
+    name: str = "affinity_snapshots",
+    *,
+    train: bool | None = None,
 ) -> Snapshots:
     """Train ``vanilla_config(config)`` once through :class:`Trainer`, copying the raw (non-EMA)
-    weights at every step in ``snapshots`` (default :func:`default_snapshots`); cached."""
+    weights at every step in ``snapshots`` (default :func:`default_snapshots`); cached.
+
+    When not cached: trained here if `train` is True; None follows plan.policy (under the paper
+    profile: raise plan.RunsNeeded with the training command instead)."""
     cfg = vanilla_config(config)
     steps = _check_snapshots(default_snapshots(cfg) if snapshots is None else snapshots)
+    if train is False or (train is None and policy(cfg) == "plan"):
+        refuse_missing(missing_snapshots([cfg], steps, name))
 
     def compute() -> Snapshots:
         trainer = Trainer(cfg)
@@ -384,7 +395,21 @@ def training_snapshots(
         history = trainer.history
         return Snapshots(steps, states, list(history.losses), history.seconds)
 
-    return load_or_compute(cfg, compute, name=name, extra={"snapshots": list(steps)})
+    extra = {"snapshots": list(steps)}
+    return load_or_compute(cfg, compute, name=name, extra=extra, store=current_ranks().main)
+
+
+def missing_snapshots(
+    configs: Sequence[Config], snapshots: Sequence[int] | None, name: str = "affinity_snapshots"
+) -> list[str]:
+    """The commands that train the :func:`training_snapshots` runs not yet in the cache."""
+    commands = []
+    for config in configs:
+        cfg = vanilla_config(config)
+        steps = _check_snapshots(default_snapshots(cfg) if snapshots is None else snapshots)
+        if not cache_path(cfg, name, {"snapshots": list(steps)}).exists():
+            commands.append(command(cfg, name, evaluate=False, snapshots=steps))
+    return list(dict.fromkeys(commands))
 
 
 def _check_snapshots(snapshots: Sequence[int]) -> tuple[int, ...]:
@@ -508,6 +533,8 @@ def precompute_affinity(
     worker processes; the :func:`estimate_affinity` / :func:`task_affinity` calls that follow
     with the same arguments load the results."""
     jobs = default_jobs() if jobs is None else jobs
+    if configs and policy(configs[0]) == "plan":  # every missing training run at once
+        refuse_missing(missing_snapshots(configs, None))
     if jobs <= 1 or len(configs) <= 1:
         for config in configs:
             _estimates(config, num_bins, lookahead)

@@ -1,6 +1,6 @@
 """How hard is each denoising task? The two measurements behind the difficulty curriculum.
 
-1. Convergence speed (:func:`convergence_curves`): the held-out loss of every timestep interval
+1. Convergence speed (:func:`snapshot_curves`): the held-out loss of every timestep interval
    at snapshots of ordinary (uniform-t) training, normalised per interval in one of two ways:
    divided by its final value (``"ratio"``; a curve that reaches 1 late converges slowly), or as
    the fraction of its total decrease achieved so far (``"progress"``, 0 at the first snapshot,
@@ -32,9 +32,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtl_diffusion.affinity import Snapshots
 from mtl_diffusion.clustering import Interval, validate_intervals
 from mtl_diffusion.diffusion import Schedule, model_device, per_sample_loss
-from mtl_diffusion.train import Trainer
 
 # --- 1. convergence speed of each interval's loss --------------------------------------------
 
@@ -105,39 +105,26 @@ class ConvergenceCurves:
         return self.steps[np.where(above.any(axis=0), last_above + 1, 0)]
 
 
-def convergence_curves(
-    trainer: Trainer,
-    snapshots: Sequence[int],
+def snapshot_curves(
+    snapshots: Snapshots,
+    model: nn.Module,
+    schedule: Schedule,
     data: torch.Tensor,
     intervals: Sequence[Interval],
     *,
+    prediction: str = "eps",
     seed: int = 0,
-    use_ema: bool = False,
 ) -> ConvergenceCurves:
-    """Train `trainer` through the increasing
-    `snapshots` (step counts; 0 is the initialisation) and measure :func:`interval_losses` of its
-    model (or EMA) on held-out `data` at each, with the same t and noise every time."""
-    steps = [int(s) for s in snapshots]
-    if not steps or steps != sorted(set(steps)) or steps[0] < trainer.step:
-        raise ValueError(
-            f"snapshots must be strictly increasing step counts >= trainer.step={trainer.step}, "
-            f"got {list(snapshots)}"
-        )
+    """Held-out :func:`interval_losses` (the same t and noise every time) of a run at each of
+    its snapshots (affinity.training_snapshots: a cached run, or a job's): `model`, any module
+    of the run's architecture, takes each snapshot's raw weights in turn."""
     rows = []
-    for step in steps:
-        trainer.fit(steps=step)
-        model = trainer.ema if use_ema else trainer.model
-        rows.append(
-            interval_losses(
-                model,
-                trainer.schedule,
-                data,
-                intervals,
-                prediction=trainer.config.diffusion.prediction,
-                seed=seed,
-            )
-        )
-    return ConvergenceCurves(np.asarray(steps), np.stack(rows), validate_intervals(intervals))
+    for state in snapshots.states:
+        model.load_state_dict(state)
+        rows.append(interval_losses(model, schedule, data, intervals, prediction=prediction,
+                                    seed=seed))  # fmt: skip
+    steps = np.asarray(snapshots.steps)
+    return ConvergenceCurves(steps, np.stack(rows), validate_intervals(intervals))
 
 
 def interval_means(ts: np.ndarray, values: np.ndarray, intervals: Sequence[Interval]) -> np.ndarray:

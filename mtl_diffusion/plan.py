@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +50,18 @@ def overrides(config: Config) -> dict[str, Any]:
     return {k: v for k, v in flatten(config.to_dict()).items() if default.get(k) != v}
 
 
-def command(config: Config, name: str, *, evaluate: bool = True) -> str:
-    """The shell command that trains `config` into the cache entry train_run(config, name)."""
+def command(
+    config: Config, name: str, *, evaluate: bool = True, snapshots: Sequence[int] = ()
+) -> str:
+    """The shell command that trains `config` into the cache entry train_run(config, name)
+    (with `snapshots`: affinity.training_snapshots(config, snapshots, name))."""
     parts = ["python", "-m", "mtl_diffusion.train", "--profile", config.profile, "--name", name]
     for key, value in sorted(overrides(config).items()):
         parts += ["--seed", str(value)] if key == "seed" else ["--set", f"{key}={value!r}"]
     if not evaluate:
         parts.append("--no-eval")
+    if snapshots:
+        parts += ["--snapshots", ",".join(str(int(s)) for s in snapshots)]
     return shlex.join(parts)
 
 

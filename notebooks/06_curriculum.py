@@ -62,17 +62,18 @@ from matplotlib.cm import ScalarMappable
 from matplotlib.colors import BoundaryNorm, ListedColormap
 
 from mtl_diffusion import config
-from mtl_diffusion.builders import dataset_from_config, schedule_from_config
+from mtl_diffusion.affinity import training_snapshots
+from mtl_diffusion.builders import dataset_from_config, model_from_config, schedule_from_config
 from mtl_diffusion.cache import load_or_compute
 from mtl_diffusion.clustering import timestep_clusters
 from mtl_diffusion.curriculum import transitions_from_losses
 from mtl_diffusion.data import gaussian_mixture_8, load_dataset
 from mtl_diffusion.difficulty import (
     GaussianMixture,
-    convergence_curves,
     gaussian_marginal_kl,
     interval_means,
     mixture_marginal_kl,
+    snapshot_curves,
 )
 from mtl_diffusion.evaluation import feature_label, pixel_label
 from mtl_diffusion.plotting import (
@@ -84,7 +85,6 @@ from mtl_diffusion.plotting import (
     set_style,
 )
 from mtl_diffusion.runs import train_many
-from mtl_diffusion.train import Trainer
 
 set_style()
 # this notebook's scale per profile (the cpu values fit its 20-minute budget on 2 cores)
@@ -187,13 +187,10 @@ print("largest relative standard error of the MC estimates:",
 held_out = dataset_from_config(cfg, "test")[: scale["held_out"] or 2_000]
 
 
-def convergence():
-    return convergence_curves(Trainer(cfg), scale["snapshots"] or [steps], held_out, clusters,
-                              seed=seed)
-
-
-curves = load_or_compute(cfg, convergence, name="06_convergence",
-                         extra={"snapshots": scale["snapshots"], "held_out": len(held_out)})
+# the run with its weights kept at the snapshots (cached; under `paper` a job: see the README)
+snapshots = training_snapshots(cfg, scale["snapshots"] or [steps], name="06_convergence")
+curves = snapshot_curves(snapshots, model_from_config(cfg), schedule_from_config(cfg), held_out,
+                         clusters, prediction=cfg.diffusion.prediction, seed=seed)
 ratio, done = curves.normalised(), curves.progress()
 converge_ratio = curves.steps_to_converge(0.25, measure="ratio")
 converge_progress = curves.steps_to_converge(0.1, measure="progress")

@@ -11,6 +11,9 @@ import pytest
 import torch
 from scipy import integrate, stats
 
+from mtl_diffusion import paths
+from mtl_diffusion.affinity import training_snapshots
+from mtl_diffusion.builders import model_from_config, schedule_from_config
 from mtl_diffusion.clustering import snr_clusters, timestep_clusters
 from mtl_diffusion.config import load
 from mtl_diffusion.curriculum import CurriculumTimesteps, transitions_from_losses
@@ -18,11 +21,12 @@ from mtl_diffusion.data import gaussian_mixture_8
 from mtl_diffusion.difficulty import (
     ConvergenceCurves,
     GaussianMixture,
-    convergence_curves,
     gaussian_kl,
     gaussian_marginal_kl,
+    interval_losses,
     interval_means,
     mixture_marginal_kl,
+    snapshot_curves,
 )
 from mtl_diffusion.diffusion import make_schedule
 from mtl_diffusion.timesteps import UniformTimesteps
@@ -309,25 +313,18 @@ def test_steps_to_converge_by_hand() -> None:
     ).tolist() == [2.0, 6.0]
 
 
-def test_convergence_curves_snapshot_an_uninterrupted_run() -> None:
-    cfg = load(
-        "smoke",
-        {
-            "train.steps": 6,
-            "train.batch_size": 16,
-            "train.eval_every": 0,
-            "train.checkpoint_every": 0,
-        },
-    )
+def test_snapshot_curves_equal_the_losses_of_runs_stopped_at_each_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(paths, "ARTIFACTS", tmp_path)
+    settings = {"train.steps": 6, "train.batch_size": 16, "train.eval_every": 0}
+    cfg = load("smoke", {**settings, "train.checkpoint_every": 0})
     held_out = torch.randn(40, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     intervals = timestep_clusters(T, 3)
-    trainer = Trainer(cfg)
-    curves = convergence_curves(trainer, [0, 2, 6], held_out, intervals)
-    straight = Trainer(cfg)
-    straight.fit()
-    assert curves.losses.shape == (3, 3)
-    assert trainer.history.losses == straight.history.losses  # snapshots do not disturb training
-    again = convergence_curves(Trainer(cfg), [6], held_out, intervals)
-    assert np.array_equal(again.losses[0], curves.losses[-1])  # same t and noise every time
-    with pytest.raises(ValueError, match="snapshots"):
-        convergence_curves(trainer, [3], held_out, intervals)
+    snaps = training_snapshots(cfg, [0, 2, 6], "snaps", train=True)
+    schedule = schedule_from_config(cfg)
+    curves = snapshot_curves(snaps, model_from_config(cfg), schedule, held_out, intervals)
+    for row, step in zip(curves.losses, [0, 2, 6], strict=True):
+        stopped = Trainer(cfg)  # an independent run, stopped at this snapshot's step
+        stopped.fit(steps=step)
+        direct = interval_losses(stopped.model, schedule, held_out, intervals)
+        assert np.array_equal(row, direct), step  # same weights, same t and noise every time
+    assert curves.steps.tolist() == [0, 2, 6]

@@ -10,8 +10,10 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from mtl_diffusion import paths
+from mtl_diffusion.affinity import precompute_affinity, training_snapshots
 from mtl_diffusion.config import load
 from mtl_diffusion.paths import ROOT
 from mtl_diffusion.plan import RunsNeeded, command, policy
@@ -93,3 +95,29 @@ def test_plan_prints_the_commands_of_a_notebook_without_training(tmp_path) -> No
     cfg = read_back(lines[0])
     assert (cfg.profile, cfg.seed, cfg.train.steps) == ("smoke", 2, 4)
     assert not (tmp_path / "a" / "smoke" / "cache").exists()  # nothing trained
+
+
+def test_a_snapshot_run_is_planned_then_loaded_with_the_weights_of_training_here(
+    tmp_path, monkeypatch
+) -> None:
+    cfg = load("smoke", SMALL)
+    monkeypatch.setattr(paths, "ARTIFACTS", tmp_path / "job")
+    monkeypatch.setenv("MTL_DIFFUSION_TRAIN", "plan")
+    with pytest.raises(RunsNeeded) as raised:
+        precompute_affinity([cfg, load("smoke", SMALL, seed=1)])  # both runs listed at once
+    assert len(raised.value.commands) == 2 and "--snapshots" in raised.value.commands[0]
+    with pytest.raises(RunsNeeded) as raised:
+        training_snapshots(cfg, (0, 2, 3), "snaps")
+    (line,) = raised.value.commands
+    env = {**os.environ, "MTL_DIFFUSION_ARTIFACTS": str(tmp_path / "job"), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, *shlex.split(line)[1:]], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    monkeypatch.setattr(Trainer, "fit", lambda self, steps=None: pytest.fail("trained again"))
+    job = training_snapshots(cfg, (0, 2, 3), "snaps")
+    monkeypatch.undo()
+    monkeypatch.setattr(paths, "ARTIFACTS", tmp_path / "here")
+    here = training_snapshots(cfg, (0, 2, 3), "snaps", train=True)
+    assert job.steps == here.steps == (0, 2, 3)
+    for a, b in zip(job.states, here.states, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)

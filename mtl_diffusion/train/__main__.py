@@ -31,6 +31,7 @@ import torch
 import torch.distributed as dist
 
 from mtl_diffusion import config
+from mtl_diffusion.affinity import training_snapshots
 from mtl_diffusion.cache import cache_path
 from mtl_diffusion.run_notebooks import check_params, parse_value, run_one, sources
 from mtl_diffusion.runs import train_run
@@ -49,6 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=None, help="the run's seed (config key seed)")
     parser.add_argument("--name", default="run", help="cache name (a notebook's run name)")
     parser.add_argument("--no-eval", action="store_true", help="train without sample metrics")
+    parser.add_argument(
+        "--snapshots",
+        metavar="S1,S2,...",
+        help="train the vanilla run of the config, keeping the raw weights at these steps "
+        "(what the task-affinity and convergence measurements read; see affinity)",
+    )
     parser.add_argument(
         "--plan",
         metavar="NN",
@@ -70,11 +77,19 @@ def main(argv: list[str] | None = None) -> None:
     if world > 1:
         start_process_group(cfg.train.device)
     try:
-        result = train_run(cfg, args.name, evaluate=not args.no_eval, train=True)
+        if args.snapshots:
+            steps = [int(s) for s in args.snapshots.split(",")]
+            snaps = training_snapshots(cfg, steps, args.name, train=True)
+        else:
+            result = train_run(cfg, args.name, evaluate=not args.no_eval, train=True)
     finally:
         if world > 1:
             dist.destroy_process_group()
     if world > 1 and int(os.environ["RANK"]) != 0:
+        return
+    if args.snapshots:
+        print(f"trained to step {snaps.steps[-1]} ({snaps.train_seconds:.0f} s), weights kept at "
+              f"steps {list(snaps.steps)}")  # fmt: skip
         return
     history = result.history
     last = history.evals[-1] if history.evals else {}
