@@ -11,7 +11,8 @@ checkpoint. On several processes (one node, 4 GPUs; or CPUs with the gloo backen
 
 train.batch_size is the GLOBAL batch (each rank trains on its B / N rows); the update equals
 the single-process update of that batch for every MTL method. Backend: nccl on CUDA, gloo on
-the CPU (MTL_DIFFUSION_BACKEND overrides). Rank 0 writes the checkpoints and the result.
+the CPU (MTL_DIFFUSION_BACKEND overrides). Rank 0 writes the checkpoints and the result and
+evaluates while the others wait (timeout MTL_DIFFUSION_DIST_TIMEOUT_MIN, default 180 minutes).
 
     python -m mtl_diffusion.train --plan 04 --profile paper --set data.path=/data/ffhq
 
@@ -25,6 +26,7 @@ import argparse
 import os
 import shlex
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
 import torch
@@ -150,7 +152,10 @@ def start_process_group(device: str) -> None:
         if not torch.cuda.is_available():
             raise SystemExit("error: train.device='cuda' but no GPU is visible to this process")
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    dist.init_process_group(backend)
+    # rank 0 evaluates (sampling, features) while the others wait in their next all-reduce:
+    # longer than the backends' default timeouts at paper scale
+    minutes = float(os.environ.get("MTL_DIFFUSION_DIST_TIMEOUT_MIN", "180"))
+    dist.init_process_group(backend, timeout=timedelta(minutes=minutes))
 
 
 if __name__ == "__main__":
