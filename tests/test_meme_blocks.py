@@ -153,3 +153,26 @@ def test_expert_ratio_per_level() -> None:
         tiny_expert((0.5, 0.5, 0.5))
     with pytest.raises(ValueError, match=r"ratio\[1\]"):
         tiny_expert((0.5, 2.0))
+
+
+def test_branches_add_up_to_the_block() -> None:
+    gen = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 8, 4, 4, generator=gen)
+    for ratio in (0.0, 0.5, 1.0):
+        block = MixedBlock(8, ratio, num_heads=2, num_groups=4, zero_init=False)
+        conv, attention = block.branches(x)
+        parts = [p for p in (conv, attention) if p is not None]
+        assert len(parts) == (2 if ratio == 0.5 else 1)
+        assert (conv is None) == (ratio == 1.0) and (attention is None) == (ratio == 0.0)
+        total = sum(parts) + block.merge.bias.view(1, -1, 1, 1)
+        torch.testing.assert_close(total, block(x) - x, rtol=1e-5, atol=1e-6)
+
+
+def test_mixers_of_a_level() -> None:
+    net = MixedUNet(base_channels=8, channel_mults=(1, 2, 2), num_blocks=2, num_heads=2)
+    counts = [len(net.mixers(level)) for level in range(3)]
+    assert counts == [2 + 3, 2 + 3, 2 + 2 + 3]  # down, (middle at the deepest level), up
+    assert {m.norm.num_channels for m in net.mixers(0)} == {8}
+    assert {m.norm.num_channels for m in net.mixers(2)} == {16}
+    with pytest.raises(ValueError, match="level"):
+        net.mixers(3)

@@ -131,3 +131,34 @@ def test_correction_spectrum_of_an_oracle_denoiser() -> None:
                                noise.power / noise.power[:, 1:].mean(1, keepdim=True))  # fmt: skip
     with pytest.raises(ValueError, match="what"):
         correction_spectrum(oracle, schedule, x0, steps, what="x0")
+
+
+def test_removed_and_input_spectra_of_an_oracle_denoiser() -> None:
+    """x0 = a cosine in band 3: x_t = sqrt(ab) x0 + sigma eps; an oracle that knows x0 predicts
+    eps exactly, so what it removes, sigma eps, is white at 1 - ab in every band, while the
+    input adds the cosine's power ab * N^2 / 2 / (frequencies in band 3) to band 3."""
+    n, schedule = 8, make_schedule("linear", 100)
+    m = torch.arange(n, dtype=torch.float64)
+    image = torch.cos(2 * math.pi * 3 * m[:, None] / n).expand(n, n)
+    x0 = image.expand(400, 1, n, n).clone()
+    ab = schedule.alphas_cumprod
+
+    def oracle(x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return schedule.eps_from_x0(x_t, t, x0[: len(x_t)])
+
+    steps = [10, 60]
+    spectra = {
+        what: correction_spectrum(oracle, schedule, x0, steps, what=what,
+                                  generator=torch.Generator().manual_seed(7))
+        for what in ("removed", "input")
+    }  # fmt: skip
+    counts = spectra["input"].counts.double()
+    for i, step in enumerate(steps):
+        level = float(1 - ab[step])
+        removed = spectra["removed"].power[i]
+        assert torch.allclose(removed[1:], torch.full_like(removed[1:], level), rtol=0.25)
+        extra = spectra["input"].power[i] - removed
+        expected = float(ab[step]) * n * n / 2 / counts[3]  # the cosine's power, spread over band 3
+        assert math.isclose(float(extra[3]), expected, rel_tol=0.1)
+        others = torch.cat([extra[:3], extra[4:]])
+        assert float(others.abs().max()) < 0.1 * expected

@@ -148,6 +148,21 @@ class MixedBlock(nn.Module):
         mixed = parts[0] if len(parts) == 1 else torch.cat(parts, dim=1)
         return x + self.merge(mixed)
 
+    def branches(self, x: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """What the convolution and the attention branch each add to x, through their columns
+        of the merge, without its bias: ``block(x) = x + conv + attention + merge.bias`` (a
+        branch without channels gives None). For measuring each mixer on its own, e.g. with
+        :func:`~mtl_diffusion.meme.spectrum.frequency_response`."""
+        h = self.norm(x)
+        weight, c = self.merge.weight, self.conv_channels
+        conv = attention = None
+        if self.conv is not None:
+            conv = F.conv2d(self.conv(F.silu(h[:, :c])), weight[:, :c])
+        if self.attn is not None:
+            mixed = pooled_attention(self.attn, h[:, c:], self.pool)
+            attention = F.conv2d(mixed, weight[:, c:])
+        return conv, attention
+
 
 class ConvBlock(nn.Module):
     """The pure convolution block: x + merge(conv(SiLU(GroupNorm(x)))) (MixedBlock, ratio 0)."""

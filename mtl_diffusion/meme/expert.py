@@ -39,6 +39,7 @@ class ExpertBlock(nn.Module):
         num_groups: int,
     ) -> None:
         super().__init__()
+        self.level = 0  # set by MixedUNet: the resolution level of the block
         self.skip = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
         self.mixer = MixedBlock(
             out_ch,
@@ -108,7 +109,7 @@ class MixedUNet(nn.Module):
         self.conv_in = nn.Conv2d(in_channels, base_channels, 3, padding=1)
 
         def block(cin: int, cout: int, level: int) -> ExpertBlock:
-            return ExpertBlock(
+            made = ExpertBlock(
                 cin,
                 cout,
                 emb_dim,
@@ -120,6 +121,8 @@ class MixedUNet(nn.Module):
                 dropout=dropout,
                 num_groups=num_groups,
             )
+            made.level = level  # the resolution level it works at (see mixers)
+            return made
 
         ch, skip_chs = base_channels, [base_channels]
         self.down = nn.ModuleList()
@@ -143,6 +146,13 @@ class MixedUNet(nn.Module):
                 self.up.append(stage)
         self.out_norm = nn.GroupNorm(num_groups, ch)
         self.out_conv = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
+
+    def mixers(self, level: int) -> list[MixedBlock]:
+        """The mixed blocks working at ``level`` (H / 2**level), down path, middle (the deepest
+        level) and up path, in forward order."""
+        if not 0 <= level < self.num_levels:
+            raise ValueError(f"level must lie in 0..{self.num_levels - 1}, got {level}")
+        return [m.mixer for m in self.modules() if isinstance(m, ExpertBlock) and m.level == level]
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
         factor = 2 ** (self.num_levels - 1)

@@ -9,7 +9,9 @@ round(sqrt(a^2 + b^2)).
 
 - :func:`radial_power_spectrum`: the spectrum of an image batch;
 - :func:`correction_spectrum`: what a denoiser removes at each t, the spectrum of
-  x_t - x0_hat (or of its predicted noise);
+  x_t - x0_hat, or of the part of x_t it calls noise, sqrt(1 - alpha_bar_t) eps_hat (or of its
+  predicted noise, or of its input x_t: the ratio of the second to the last per band is the
+  fraction of the input's power the denoiser takes away);
 - :func:`frequency_response`: output-to-input power per band of a map (a block) on white
   noise: below 1 where it attenuates, so a decreasing response is low-pass.
 """
@@ -24,7 +26,7 @@ from torch import Tensor
 
 from mtl_diffusion.diffusion import Model, Schedule, check_prediction
 
-WHAT = ("correction", "noise")
+WHAT = ("correction", "removed", "noise", "input")
 
 
 class RadialSpectrum(NamedTuple):
@@ -84,7 +86,10 @@ def correction_spectrum(
     """For each t in ``timesteps``: the spectrum of what the denoiser removes from x_t.
 
     ``what="correction"``: x_t - x0_hat (x0_hat the denoiser's clean estimate);
-    ``"noise"``: its predicted noise eps_hat. One noise draw (from ``generator``, on the CPU) is
+    ``"removed"``: the part of x_t the denoiser attributes to noise, sqrt(1 - alpha_bar_t)
+    eps_hat = x_t - sqrt(alpha_bar_t) x0_hat (bounded where x0_hat's error is amplified by
+    1 / sqrt(alpha_bar_t) at high t); ``"noise"``: its predicted noise eps_hat; ``"input"``:
+    x_t itself (the denoiser is not called). One noise draw (from ``generator``, on the CPU) is
     shared by every t, so the rows differ by t alone. ``power`` is (len(timesteps), R).
     """
     check_prediction(prediction)
@@ -95,7 +100,13 @@ def correction_spectrum(
     for step in timesteps:
         t = torch.full((len(x0),), int(step), dtype=torch.long, device=x0.device)
         x_t = schedule.q_sample(x0, t, noise)
+        if what == "input":
+            rows.append(radial_power_spectrum(x_t))
+            continue
         eps, x0_hat = schedule.model_output_to_eps_x0(denoiser(x_t, t), x_t, t, prediction)
+        if what == "removed":
+            sigma = (1 - schedule.alphas_cumprod.to(t.device)[t]).sqrt().to(eps.dtype)
+            eps = eps * sigma.view(-1, *[1] * (eps.dim() - 1))
         rows.append(radial_power_spectrum(x_t - x0_hat if what == "correction" else eps))
     return RadialSpectrum(rows[0].frequency, torch.stack([r.power for r in rows]), rows[0].counts)
 
