@@ -13,6 +13,9 @@ from mtl_diffusion.curriculum import CurriculumTimesteps
 from mtl_diffusion.data import load_dataset
 from mtl_diffusion.decoded import folder_split
 from mtl_diffusion.diffusion import Schedule, make_schedule
+from mtl_diffusion.meme.assignment import SoftAssignment
+from mtl_diffusion.meme.expert import MixedUNet
+from mtl_diffusion.meme.multi_expert import MultiExpertDenoiser, default_ratios, mixed_experts
 from mtl_diffusion.models import build_model
 from mtl_diffusion.mtl.distributed import RankAverage
 from mtl_diffusion.mtl.engine import MTLEngine
@@ -67,7 +70,40 @@ def model_from_config(config: Config) -> nn.Module:
             routing=routing,
             **placement,
         )
+    if m.arch in ("mixed", "meme"):
+        return mixed_from_config(config)
     return build_model("mlp", dim=2, hidden=m.hidden_size, depth=m.depth, num_timesteps=steps)
+
+
+def mixed_from_config(config: Config) -> MixedUNet | MultiExpertDenoiser:
+    """model.arch 'mixed': one MixedUNet (attention fraction model.attention_ratios, default
+    0.5); 'meme': one MixedUNet per interval of config.mtl's clustering, expert j with
+    attention fraction model.attention_ratios[j] (default ``meme.default_ratios(k)``), routed
+    by t. Both sized by model.base_channels, channel_mults, num_res_blocks, num_heads, dropout
+    (base_channels is each expert's width: k experts have about k times the parameters)."""
+    m = config.model
+    sizes = {
+        "in_channels": config.data.channels,
+        "base_channels": m.base_channels,
+        "channel_mults": m.channel_mults,
+        "num_blocks": m.num_res_blocks,
+        "num_heads": m.num_heads,
+        "pool": m.attention_pool,
+        "dropout": m.dropout,
+    }
+    if m.arch == "mixed":
+        ratio = m.attention_ratios[0] if m.attention_ratios else 0.5
+        return MixedUNet(ratio=ratio, num_timesteps=config.diffusion.num_timesteps, **sizes)
+    if m.arch != "meme":
+        raise ValueError(f"model.arch must be 'mixed' or 'meme', got {m.arch!r}")
+    intervals = interval_clusters(config)
+    return mixed_experts(intervals, expert_ratios(config), **sizes)
+
+
+def expert_ratios(config: Config) -> list[float]:
+    """The attention fraction of every expert of model.arch 'meme' (see mixed_from_config)."""
+    ratios = config.model.attention_ratios
+    return list(ratios) if ratios else default_ratios(config.mtl.num_clusters)
 
 
 def timesteps_from_config(config: Config, intervals: list[Interval] | None = None):
@@ -80,6 +116,9 @@ def timesteps_from_config(config: Config, intervals: list[Interval] | None = Non
         return UniformTimesteps(T, ts.t_start, end)
     if ts.sampler == "stratified":
         return StratifiedTimesteps(interval_clusters(config) if intervals is None else intervals)
+    if ts.sampler == "soft":  # MEME's soft interval assignment: draw() gives (t, expert ids)
+        pairs = interval_clusters(config) if intervals is None else intervals
+        return SoftAssignment(pairs, ts.soft_p or "secondary", ts.soft_outside)
     return CurriculumTimesteps.from_config(config)
 
 

@@ -45,7 +45,7 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: str = "unet"  # unet | dit | mlp
+    arch: str = "unet"  # unet | dit | mlp | mixed (one MixedUNet) | meme (one per interval)
     base_channels: int = 32  # U-Net
     channel_mults: tuple[int, ...] = (1, 2)  # U-Net
     num_res_blocks: int = 1  # U-Net
@@ -62,6 +62,12 @@ class ModelConfig:
     # route the output layer too: arch (U-Net yes, the authors' rule "between every GroupNorm and
     # the following zero-initialised layer"; DiT no, as the published DiT code) | yes | no
     route_output: str = "arch"
+    # mixed / meme (MEME's conv/attention split; the per-expert ratios are not verified): the
+    # attention fraction of the mixed blocks, mixed: one value (() = 0.5); meme: one per expert
+    # (k = mtl.num_clusters intervals of mtl.clustering), least noisy first (() = 0.25 rising
+    # linearly to 0.75). Sized by base_channels, channel_mults, num_res_blocks, num_heads, dropout.
+    attention_ratios: tuple[float, ...] = ()
+    attention_pool: int = 2  # mixed / meme: the attention branch's token pooling (pool x pool)
 
 
 @dataclass(frozen=True)
@@ -82,9 +88,14 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class TimestepConfig:
-    sampler: str = "uniform"  # uniform | stratified | curriculum
+    sampler: str = "uniform"  # uniform | stratified | curriculum | soft (MEME, model.arch=meme)
     t_start: int = 0  # train only on timesteps t_start..t_end (interval specialists)
     t_end: int = -1  # inclusive; -1 means T - 1
+    # soft: sample b trains expert b mod k, on its own interval with probability soft_p[j], else
+    # outside it (soft_outside: complement = the other intervals | all = any t). () = p_j =
+    # 0.8 / 2**j (a secondary source's 0.8, 0.4, 0.2, 0.1 at k = 4; not verified)
+    soft_p: tuple[float, ...] = ()
+    soft_outside: str = "complement"
 
 
 @dataclass(frozen=True)
@@ -149,12 +160,13 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "diffusion.schedule": ("linear", "cosine"),
     "diffusion.prediction": ("eps", "x0", "v"),
     "diffusion.loss_weight": ("constant", "min_snr", "p2"),
-    "model.arch": ("unet", "dit", "mlp"),
+    "model.arch": ("unet", "dit", "mlp", "mixed", "meme"),
     "model.routing": ("none", "dtr", "random"),
     "model.route_output": ("arch", "yes", "no"),
     "train.device": ("cpu", "cuda"),
     "train.precision": ("fp32", "bf16", "fp16"),
-    "timesteps.sampler": ("uniform", "stratified", "curriculum"),
+    "timesteps.sampler": ("uniform", "stratified", "curriculum", "soft"),
+    "timesteps.soft_outside": ("complement", "all"),
     "mtl.method": ("vanilla", "uw", "pcgrad", "nash", "mgda", "imtlg", "cagrad", "famo", "dwa"),
     "mtl.clustering": ("timestep", "snr", "affinity"),
     "mtl.gradient_path": ("fast", "vmap", "reference"),
@@ -368,6 +380,35 @@ def validate(config: Config) -> None:
             f"timesteps.t_start={start}, timesteps.t_end={config.timesteps.t_end} must satisfy "
             f"0 <= t_start <= t_end <= {T - 1} (t_end=-1 means {T - 1})"
         )
+    _validate_mixed(config)
+
+
+def _validate_mixed(config: Config) -> None:
+    """The MEME keys: mixed / meme models, their attention fractions, the soft sampler."""
+    m, ts, k = config.model, config.timesteps, config.mtl.num_clusters
+    mixed = m.arch in ("mixed", "meme")
+    if mixed and config.data.name.startswith("toy:"):
+        raise ConfigError(f"model.arch={m.arch!r} is an image model, not for {config.data.name}")
+    if mixed and m.routing != "none":
+        raise ConfigError(f"model.arch={m.arch!r} has no task routing: use model.routing='none'")
+    expected = {"mixed": 1, "meme": k}.get(m.arch)
+    if m.attention_ratios and expected is None:
+        raise ConfigError(f"model.attention_ratios is for model.arch mixed or meme, not {m.arch!r}")
+    if m.attention_ratios and len(m.attention_ratios) != expected:
+        what = "one value (mixed)" if m.arch == "mixed" else f"mtl.num_clusters = {k} values"
+        raise ConfigError(f"model.attention_ratios={m.attention_ratios} needs () or {what}")
+    if m.arch == "meme" and config.mtl.clustering == "affinity":
+        raise ConfigError(
+            "model.arch='meme' builds its experts' intervals from the config alone: use "
+            "mtl.clustering='timestep' or 'snr' (affinity clusters need a training run)"
+        )
+    if ts.sampler == "soft" and m.arch != "meme":
+        raise ConfigError(
+            "timesteps.sampler='soft' names each sample's expert: it needs model.arch='meme', "
+            f"got {m.arch!r}"
+        )
+    if ts.soft_p and len(ts.soft_p) != k:
+        raise ConfigError(f"timesteps.soft_p={ts.soft_p} needs () or mtl.num_clusters = {k} values")
 
 
 def _value(config: Config, key: str) -> Any:

@@ -36,6 +36,8 @@ RANGES: dict[str, Range] = {
     "model.routing_beta": (0.0, 1.0, True, False),
     "model.routing_alpha": (0.0, INF, True, False),
     "model.routing_seed": (0, MAX_SEED, False, False),
+    "model.attention_ratios": (0.0, 1.0, False, False),  # every entry
+    "model.attention_pool": (1, INF, False, False),
     "train.steps": (1, INF, False, False),
     "train.batch_size": (1, INF, False, False),
     "train.lr": (0.0, INF, True, False),
@@ -47,6 +49,7 @@ RANGES: dict[str, Range] = {
     "train.log_every": (1, INF, False, False),
     "timesteps.t_start": (0, INF, False, False),
     "timesteps.t_end": (-1, INF, False, False),
+    "timesteps.soft_p": (0.0, 1.0, False, False),  # every entry
     "mtl.num_clusters": (1, INF, False, False),
     "mtl.affinity_bins": (1, INF, False, False),
     "mtl.uw_lr": (0.0, INF, True, False),

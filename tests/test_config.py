@@ -41,7 +41,7 @@ def test_dotted_dict_and_keyword_overrides() -> None:
         ({"model.channel_mults": (1, "2")}, "tuple of int"),
         ({"train.stepz": 3}, "valid keys"),
         ({"diffusion.schedule": "quadratic"}, "['linear', 'cosine']"),
-        ({"model.arch": "vit"}, "['unet', 'dit', 'mlp']"),
+        ({"model.arch": "vit"}, "['unet', 'dit', 'mlp', 'mixed', 'meme']"),
         ({"data.name": "cifar"}, "toy:8gaussians"),
         ({"train.steps": 0}, "train.steps=0 is out of range: it must be >= 1"),
         ({"train.ema_decay": 1.0}, "train.ema_decay"),

@@ -2,14 +2,17 @@
 
 - :func:`joint_trainer`: all experts in one loop. t is stratified by the experts' intervals
   (every expert in every batch; cluster i = expert i for the MTL method) and each sample goes to
-  its interval's expert (hard assignment).
+  its interval's expert (hard assignment); with ``probabilities`` (soft assignment) sample b
+  trains expert b mod k on a t of :class:`~mtl_diffusion.meme.assignment.SoftAssignment`, the
+  Trainer passing the expert ids to the model.
 - :func:`expert_trainers`: one Trainer per expert, trained one at a time, expert j on its
   :class:`~mtl_diffusion.meme.assignment.SoftIntervalTimesteps` (soft assignment, or hard with
   ``probabilities="hard"``). Each runs ``config.train.steps``: give it total / k for the same
   total steps as one joint or shared run. Vanilla only (a single-expert sampler has no clusters).
 
-Soft assignment in ONE loop needs the expert id of every sample in the model call; the
-Trainer's batch has no per-sample conditioning yet, so that path runs in your own loop with
+As Config keys (what ``runs.train_run`` trains): ``model.arch="meme"`` builds the experts
+(``builders.mixed_from_config``), ``timesteps.sampler="stratified"`` is the hard joint loop and
+``"soft"`` the soft one (``timesteps.soft_p``). In your own loop:
 :func:`~mtl_diffusion.meme.batch.soft_denoising_batch` and the MTL engine.
 """
 
@@ -61,12 +64,20 @@ def _check_span(config: Config, model: MultiExpertDenoiser) -> None:
         )
 
 
-def joint_trainer(config: Config, model: MultiExpertDenoiser, **trainer_kwargs: Any) -> Trainer:
-    """A Trainer of all experts in one loop (hard assignment; see the module doc)."""
+def joint_trainer(
+    config: Config,
+    model: MultiExpertDenoiser,
+    probabilities: str | Sequence[float] = "hard",
+    outside: str = "complement",
+    **trainer_kwargs: Any,
+) -> Trainer:
+    """A Trainer of all experts in one loop: hard assignment (``"hard"``, stratified t, routed
+    by t) or soft (``"secondary"`` or k probabilities; see the module doc)."""
     _check_span(config, model)
-    return Trainer(
-        config, model=model, timesteps=StratifiedTimesteps(model.intervals), **trainer_kwargs
-    )
+    sampler: StratifiedTimesteps | SoftAssignment = StratifiedTimesteps(model.intervals)
+    if probabilities != "hard":
+        sampler = SoftAssignment(model.intervals, probabilities, outside)
+    return Trainer(config, model=model, timesteps=sampler, **trainer_kwargs)
 
 
 def expert_trainers(

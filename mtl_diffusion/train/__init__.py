@@ -3,7 +3,9 @@
 Each step: a batch (x0, t, noise) -> x_t, target and the per-timestep loss weight of t
 (diffusion.loss_weight) -> the MTL engine's objective, backward (mtl.method over the sampler's
 clusters; vanilla over one cluster when the sampler has none) -> a finite gradient norm or stop
--> clip -> AdamW -> EMA (with warm-up: see ema.ema_decay).
+-> clip -> AdamW -> EMA (with warm-up: see ema.ema_decay). A timestep sampler with
+``draw(batch_size, generator) -> (t, expert)`` (MEME's soft assignment) also names each
+sample's expert: the model is called as ``model(x_t, t, expert=ids)`` and cluster j = expert j.
 
 Under torchrun (an initialised process group) every rank draws the same global batch of
 train.batch_size from the shared generator and trains on its contiguous B / W rows
@@ -144,24 +146,39 @@ class Trainer:
         return engine_from_config(self.config, wrapped, k, sync)
 
     # --- one optimisation step -------------------------------------------------------------
-    def sample_batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def sample_batch(self) -> tuple[torch.Tensor, ...]:
         """(x0, t, noise) for one minibatch, all drawn from the trainer's generator (under
-        torchrun: the global batch, the same on every rank)."""
+        torchrun: the global batch, the same on every rank). A sampler that names each sample's
+        expert (``draw(batch_size, generator) -> (t, expert)``, e.g. MEME's soft assignment)
+        adds the expert ids: (x0, t, noise, expert)."""
         batch_size = self.config.train.batch_size
         index = torch.randint(len(self.data), (batch_size,), generator=self.generator)
         x0 = self.data[index.to(self.device)]
-        t = self.timesteps.sample(batch_size, self.generator)
+        expert = None
+        if hasattr(self.timesteps, "draw"):
+            t, expert = self.timesteps.draw(batch_size, self.generator)
+        else:
+            t = self.timesteps.sample(batch_size, self.generator)
         noise = torch.randn(x0.shape, generator=self.generator, dtype=x0.dtype)
-        return x0, t.to(self.device), noise.to(self.device)
+        drawn = (x0, t.to(self.device), noise.to(self.device))
+        return drawn if expert is None else (*drawn, expert.to(self.device))
 
     def denoising_batch(
-        self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor
+        self,
+        x0: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        expert: torch.Tensor | None = None,
     ) -> DenoisingBatch:
         """Model input, regression target, loss weight and cluster ids of this rank's share of
-        a global batch (all of it in a single process)."""
+        a global batch (all of it in a single process). With ``expert`` ids the model is called
+        as ``model(x_t, t, expert=ids)`` and the ids are the cluster ids (cluster j = expert j)."""
         prediction = self.config.diffusion.prediction
-        clusters = None
-        if self.engine.k > 1:
+        clusters, cond = None, {}
+        if expert is not None:
+            cond = {"expert": expert[self.shard]}
+            clusters = expert[self.shard] if self.engine.k > 1 else None
+        elif self.engine.k > 1:
             clusters = self.timesteps.assignments(len(t)).to(t.device)[self.shard]
         x0, t, noise = x0[self.shard], t[self.shard], noise[self.shard]
         return DenoisingBatch(
@@ -171,6 +188,7 @@ class Trainer:
             weight=self.loss_weights[t].to(x0.dtype),
             num_clusters=self.engine.k,
             clusters=clusters,
+            cond=cond,
         )
 
     def train_step(self) -> float:
