@@ -22,7 +22,7 @@ from collections.abc import Callable
 from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 import torch
 
@@ -36,19 +36,25 @@ NUMERIC_LIBRARIES = ("torch", "numpy", "scipy", "scikit-learn", "pillow")
 STALE_SECONDS = 600  # a temporary file this old belongs to a killed writer
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """`write(handle)` into a temporary file beside `path`, then rename: never a half-written
+    file (a failed write leaves the previous file, if any, in place)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            write(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """torch.save `obj` to `path` atomically (see atomic_write)."""
+    atomic_write(path, lambda handle: torch.save(obj, handle))
 
 
 @cache

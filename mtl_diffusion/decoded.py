@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +17,7 @@ import torch
 import torch.distributed as dist
 
 from mtl_diffusion import data
-from mtl_diffusion.cache import folder_fingerprint, library_versions
+from mtl_diffusion.cache import atomic_write, folder_fingerprint, library_versions
 from mtl_diffusion.mtl.distributed import current_ranks
 
 
@@ -52,7 +50,8 @@ def folder_split(
     if ranks.main and not file.exists():
         files = data.folder_split_files(path, split, test_fraction, max_images)
         levels = data.decode_levels(files, image_size, channels)
-        _save_atomic(levels.astype(np.uint8) if _integral(levels) else levels, file)
+        stored = levels.astype(np.uint8) if _integral(levels) else levels
+        atomic_write(file, lambda handle: np.save(handle, stored))
     if ranks.world > 1:
         dist.barrier()  # rank 0 has written the array
     return data.levels_to_images(np.load(file, mmap_mode="r"))
@@ -60,17 +59,3 @@ def folder_split(
 
 def _integral(levels: np.ndarray) -> bool:
     return bool(np.all(levels == np.round(levels)) and levels.min() >= 0 and levels.max() <= 255)
-
-
-def _save_atomic(array: np.ndarray, file: Path) -> None:
-    file.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=f".{file.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.save(handle, array)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, file)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
