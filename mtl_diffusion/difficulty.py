@@ -34,7 +34,8 @@ from torch import nn
 
 from mtl_diffusion.affinity import Snapshots
 from mtl_diffusion.clustering import Interval, validate_intervals
-from mtl_diffusion.diffusion import Schedule, model_device, per_sample_loss
+from mtl_diffusion.diffusion import Schedule
+from mtl_diffusion.likelihood import denoising_losses
 
 # --- 1. convergence speed of each interval's loss --------------------------------------------
 
@@ -52,25 +53,18 @@ def interval_losses(
 ) -> np.ndarray:
     """Mean held-out loss per interval, shape (k,): every data point once per interval, at a t
     uniform in the interval. The t and the noise depend only on `seed` (common random numbers);
-    drawn on the CPU, they move to the model's device with the data, batch by batch."""
+    drawn on the CPU, they move to the model's device with the data, batch by batch
+    (``likelihood.denoising_losses``). Fixed t instead: ``likelihood.timestep_losses``."""
     pairs = validate_intervals(intervals, schedule.T)
-    device = model_device(model)
-    schedule = schedule.to(device)
     generator = torch.Generator().manual_seed(seed)
-    was_training = model.training
-    model.eval()
     result = []
     for start, end in pairs:
         t = torch.randint(start, end + 1, (len(data),), generator=generator)
         noise = torch.randn(data.shape, generator=generator, dtype=data.dtype)
-        total = 0.0
-        for i in range(0, len(data), batch_size):
-            part = slice(i, i + batch_size)
-            inputs = (tensor[part].to(device) for tensor in (data, t, noise))
-            losses = per_sample_loss(model, schedule, *inputs, prediction)
-            total += float(losses.double().sum())
-        result.append(total / len(data))
-    model.train(was_training)
+        losses = denoising_losses(
+            model, schedule, data, t, noise, prediction=prediction, batch_size=batch_size
+        )
+        result.append(float(losses.double().sum()) / len(data))
     return np.asarray(result)
 
 
