@@ -12,13 +12,15 @@ cannot be written is returned with a warning, never discarded.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import tempfile
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import cache, lru_cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -170,24 +172,47 @@ def load_or_compute(
     `store=False` computes without writing (the ranks of a torchrun job other than rank 0).
     """
     path = cache_path(config, name, extra)
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception as error:  # any unpickling failure means the entry is unusable
-            warnings.warn(
-                f"cache entry {path} is unreadable ({error!r}); recomputing", stacklevel=2
-            )
-    if store:
-        check_writable(path.parent)
-        remove_stale_temporaries(path.parent, path.name)
-    result = fn()
-    if not store:
+    found, result = _load(path)
+    if found:
         return result
-    try:
-        atomic_save(result, path)
-    except OSError as error:
-        warnings.warn(
-            f"could not write the result to {path} ({error}); it is returned but not cached",
-            stacklevel=2,
-        )
+    if not store:
+        return fn()
+    check_writable(path.parent)
+    with _exclusive(path):  # another process computing this entry: wait, then load its result
+        found, result = _load(path)
+        if found:
+            return result
+        remove_stale_temporaries(path.parent, path.name)
+        result = fn()
+        try:
+            atomic_save(result, path)
+        except OSError as error:
+            warnings.warn(
+                f"could not write the result to {path} ({error}); it is returned but not cached",
+                stacklevel=3,
+            )
     return result
+
+
+def _load(path: Path) -> tuple[bool, Any]:
+    """(True, the entry) if `path` holds a readable entry; (False, None) otherwise, with a
+    warning for an unreadable one (it is recomputed, never trusted)."""
+    if not path.exists():
+        return False, None
+    try:
+        return True, torch.load(path, weights_only=False)
+    except Exception as error:  # any unpickling failure means the entry is unusable
+        warnings.warn(f"cache entry {path} is unreadable ({error!r}); recomputing", stacklevel=3)
+        return False, None
+
+
+@contextmanager
+def _exclusive(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on `path`'s lock file (beside it; left in place, since removing a
+    lock file races with its next holder) for as long as the block runs."""
+    with open(path.parent / f".{path.name}.lock", "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

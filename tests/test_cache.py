@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -82,3 +85,28 @@ def test_atomic_save_leaves_no_partial_file(tmp_path: Path) -> None:
     assert list(target.parent.iterdir()) == []
     cache.atomic_save({"ok": 1}, target)
     assert [p.name for p in target.parent.iterdir()] == ["obj.pt"]
+
+
+COMPUTE_SLOWLY = """
+import sys, time
+from pathlib import Path
+from mtl_diffusion.cache import load_or_compute
+from mtl_diffusion.config import load
+
+def compute():
+    with open(sys.argv[1], "a") as log:
+        log.write("computed\\n")
+    time.sleep(1.5)
+    return 42
+
+print(load_or_compute(load("smoke"), compute, name="shared"))
+"""
+
+
+def test_two_processes_wanting_one_entry_compute_it_once(tmp_path: Path) -> None:
+    log = tmp_path / "log.txt"
+    env = {**os.environ, "MTL_DIFFUSION_ARTIFACTS": str(tmp_path / "art"), "OMP_NUM_THREADS": "1"}
+    jobs = [subprocess.Popen([sys.executable, "-c", COMPUTE_SLOWLY, str(log)], env=env,
+                             stdout=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    outputs = [job.communicate(timeout=120)[0].strip() for job in jobs]
+    assert outputs == ["42", "42"] and log.read_text() == "computed\n"  # the other one waited
