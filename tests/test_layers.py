@@ -13,8 +13,8 @@ import mtl_diffusion
 PACKAGE = Path(mtl_diffusion.__file__).parent
 # Layers 1-3: usable in a researcher's own loop without a Config.
 CONFIG_FREE = (
-    "clustering", "data", "diffusion", "ema", "likelihood", "metrics", "progress", "routing",
-    "sampling", "stats", "timesteps", "weighting", "models", "mtl",
+    "clustering", "data", "diffusion", "ema", "likelihood", "metrics", "oracle", "progress",
+    "routing", "sampling", "stats", "timesteps", "weighting", "models", "mtl",
     "scorecl.augment", "scorecl.encoder", "scorecl.knn", "scorecl.losses", "scorecl.score",
     "scorecl.weights",
     "meme.assignment", "meme.batch", "meme.blocks", "meme.expert", "meme.multi_expert",
