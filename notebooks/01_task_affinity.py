@@ -246,11 +246,12 @@ savefig(fig, "01_task_affinity_lookahead", profile)
 # checkpoints; lookahead 32-38 s). The spread we can report is over checkpoints only (one seed).
 #
 # **Gradient cosine: O1 reproduces.** Mean affinity at bin distance 1 / 5 / 10 is 0.93 / 0.64 /
-# 0.37 for the U-Net and 0.94 / 0.63 / 0.32 for the DiT (Spearman against distance -0.77 and
-# -0.82; the four checkpoints alone give -0.69 to -0.83; `make figures` of 2026-12-02). As in the paper's Figure 1, the
+# 0.37 for the U-Net and 0.95 / 0.68 / 0.41 for the DiT (Spearman against distance -0.77 and
+# -0.80; the four checkpoints alone give -0.71 to -0.83; an earlier run on another machine gave
+# the same U-Net numbers and DiT 0.94 / 0.63 / 0.32, Spearman -0.82). As in the paper's Figure 1, the
 # diagonal band is close to 1 and widens at high noise: the high-noise bins (t > 500, log-SNR
 # below -2.5) form one block of strongly agreeing tasks. The lowest-noise bin (t < 50) agrees
-# least with everything else (mean 0.07 for the U-Net, 0.08 for the DiT), the paper's
+# least with everything else (mean 0.07 for the U-Net, 0.11 for the DiT), the paper's
 # "lowest timesteps have low affinity". On the log-SNR axis, that single bin covers log-SNR 3.5 to
 # 9: bins of equal width in $t$ are very unequal in log-SNR.
 #

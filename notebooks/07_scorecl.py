@@ -251,9 +251,9 @@ savefig(fig, "07_scorecl_knn", profile)
 #   score value stays flat (35.3 -> 36.5 at strength 0.4) before rising (Spearman 0.94). $t = 20$
 #   is our choice.
 # - **The paper's gain does not appear at this scale.** Paired by seed, ScoreCL minus plain k-NN
-#   accuracy is +0.37 ± 1.10 (SimCLR), -2.22 ± 2.89 (SimSiam), -0.52 ± 1.30 (VICReg) and
-#   +0.52 ± 1.05 (W-MSE) points (mean ± std over seeds 0-2); ScoreCL wins in 2, 1, 1 and 2 of 3
-#   seeds. Every difference is smaller than its seed-to-seed spread, and one test digit is 0.22
+#   accuracy is -0.37 ± 0.78 (SimCLR), -1.11 ± 1.94 (SimSiam), +0.44 ± 0.44 (VICReg) and
+#   -0.15 ± 1.61 (W-MSE) points (mean ± std over seeds 0-2; an earlier run on another machine
+#   gave +0.37, -2.22, -0.52, +0.52); ScoreCL wins in 1, 1, 2 and 2 of 3 seeds. Every difference is smaller than its seed-to-seed spread, and one test digit is 0.22
 #   points, so 3 seeds resolve differences of about 2 points at best: a gain of the paper's size
 #   (up to +3 points) would be visible, a gain below 1 point would not.
 # - **Context.** On these 8x8 digits k-NN on raw pixels (97.6 %) beats every encoder trained
