@@ -29,6 +29,7 @@ from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Model, model_device
 from mtl_diffusion.evaluation import check_ready
 from mtl_diffusion.evaluation import evaluate as sample_metrics
+from mtl_diffusion.known_answer import excess_risk_evaluator, has_known_answer
 from mtl_diffusion.mtl.distributed import current_ranks
 from mtl_diffusion.paths import artifacts_dir
 from mtl_diffusion.plan import command, policy, refuse_missing
@@ -113,8 +114,12 @@ def generate(
 
 
 def sample_evaluator(config: Config) -> Evaluator | None:
-    """Evaluator for training: sample, then compare with the held-out split (image data only:
-    digits or an image folder; see ``evaluation.py`` for the metrics' spaces)."""
+    """Evaluator for training: for image data (digits or an image folder) sample, then compare
+    with the held-out split (see ``evaluation.py`` for the metrics' spaces); for a toy whose
+    optimal denoiser is exact (8-Gaussians) the per-timestep excess risk against it (see
+    ``known_answer.py``); None for the other toys."""
+    if has_known_answer(config):
+        return excess_risk_evaluator(config)
     if config.data.name not in ("digits", "folder"):
         return None
     check_ready(config)  # the split, the feature network: fail now, not hours into training
