@@ -10,6 +10,7 @@ train them (one line per run, ready for torchrun or a scheduler).
 
 from __future__ import annotations
 
+import ast
 import os
 import shlex
 from collections.abc import Sequence
@@ -57,12 +58,23 @@ def command(
     (with `snapshots`: affinity.training_snapshots(config, snapshots, name))."""
     parts = ["python", "-m", "mtl_diffusion.train", "--profile", config.profile, "--name", name]
     for key, value in sorted(overrides(config).items()):
-        parts += ["--seed", str(value)] if key == "seed" else ["--set", f"{key}={value!r}"]
+        parts += ["--seed", str(value)] if key == "seed" else ["--set", f"{key}={_text(value)}"]
     if not evaluate:
         parts.append("--no-eval")
     if snapshots:
         parts += ["--snapshots", ",".join(str(int(s)) for s in snapshots)]
     return shlex.join(parts)
+
+
+def _text(value: Any) -> str:
+    """How `value` is written in --set key=VALUE so that the command reads it back as itself:
+    a plain string where it does not parse as a Python literal, repr otherwise."""
+    if isinstance(value, str):
+        try:
+            ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+    return repr(value)
 
 
 def refuse_missing(commands: list[str]) -> None:

@@ -41,12 +41,16 @@ def read_back(line: str):
         {"data.path": "/data/my ffhq", "train.lr": 3e-4, "seed": 7},
         {"model.channel_mults": (1, 2), "mtl.self_check": False, "mtl.method": "pcgrad",
          "timesteps.sampler": "stratified", "eval.feature_net": "/m/inc 1.pt2"},
+        {"data.path": "1234", "eval.feature_net": "(1, 2)", "data.name": "folder"},  # look like
+        # literals
     ],
 )  # fmt: skip
 def test_a_planned_command_builds_the_same_config(overrides: dict) -> None:
     cfg = load("paper", overrides)
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, ema_decay=0.9999 / 1.1))
-    assert read_back(command(cfg, "run")).to_dict() == cfg.to_dict()
+    line = command(cfg, "run")
+    assert read_back(line).to_dict() == cfg.to_dict()
+    assert "'pcgrad'" not in line  # plain strings stay plain
 
 
 def test_the_paper_profile_plans_and_others_train(monkeypatch) -> None:
