@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mtl_diffusion.meme.blocks import MixedBlock, attention_channels, check_ratio
 from mtl_diffusion.models.embedding import TimestepEmbedding
-from mtl_diffusion.models.unet import Downsample, Stage, Upsample, zero_init
+from mtl_diffusion.models.unet import Downsample, Stage, Upsample, unet_features, zero_init
 
 
 class ExpertBlock(nn.Module):
@@ -155,27 +154,7 @@ class MixedUNet(nn.Module):
         return [m.mixer for m in self.modules() if isinstance(m, ExpertBlock) and m.level == level]
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        factor = 2 ** (self.num_levels - 1)
-        if (
-            x.dim() != 4
-            or x.shape[1] != self.in_channels
-            or x.shape[2] % factor
-            or x.shape[3] % factor
-        ):
-            raise ValueError(
-                f"x must be (B, {self.in_channels}, H, W) with H and W divisible by {factor}, "
-                f"got {tuple(x.shape)}"
-            )
-        emb = F.silu(self.time_embed(t))
-        h = self.conv_in(x)
-        skips = [h]
-        for stage in self.down:
-            h = stage(h, emb, t)
-            skips.append(h)
-        h = self.middle(h, emb, t)
-        for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, t)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        return self.out_conv(F.silu(self.out_norm(unet_features(self, x, t))))
 
 
 def _level_ratios(ratio: float | Sequence[float], levels: int) -> tuple[float, ...]:

@@ -205,24 +205,31 @@ class UNet(nn.Module):
         self.out_conv = zero_init(nn.Conv2d(ch, in_channels, 3, padding=1))
 
     def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        factor = 2 ** (self.num_levels - 1)
-        bad_size = x.dim() != 4 or x.shape[2] % factor or x.shape[3] % factor
-        if bad_size or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"x must be (B, {self.in_channels}, H, W) with H and W divisible by "
-                f"{factor}, got {tuple(x.shape)}"
-            )
-        emb = F.silu(self.time_embed(t))
-        h = self.conv_in(x)
-        skips = [h]
-        for stage in self.down:
-            h = stage(h, emb, t)
-            skips.append(h)
-        h = self.middle(h, emb, t)
-        for stage in self.up:
-            h = stage(torch.cat([h, skips.pop()], dim=1), emb, t)
+        h = unet_features(self, x, t)
         h = route(self.out_router, F.silu(self.out_norm(h)), t)
         return self.out_conv(h)
+
+
+def unet_features(model: nn.Module, x: Tensor, t: Tensor) -> Tensor:
+    """The U-Net path of `model` (in_channels, num_levels, time_embed, conv_in, down, middle,
+    up: UNet or a U-Net of other blocks) from x_t to the last stage's features, input checked."""
+    factor = 2 ** (model.num_levels - 1)
+    bad_size = x.dim() != 4 or x.shape[2] % factor or x.shape[3] % factor
+    if bad_size or x.shape[1] != model.in_channels:
+        raise ValueError(
+            f"x must be (B, {model.in_channels}, H, W) with H and W divisible by "
+            f"{factor}, got {tuple(x.shape)}"
+        )
+    emb = F.silu(model.time_embed(t))
+    h = model.conv_in(x)
+    skips = [h]
+    for stage in model.down:
+        h = stage(h, emb, t)
+        skips.append(h)
+    h = model.middle(h, emb, t)
+    for stage in model.up:
+        h = stage(torch.cat([h, skips.pop()], dim=1), emb, t)
+    return h
 
 
 def _validate(
