@@ -46,6 +46,9 @@ def test_a_run_trained_by_the_command_is_loaded_by_train_run(tmp_path, monkeypat
     [
         (["--set", "train.stepz=3"], {}, "unknown config key 'train.stepz'"),
         (["--set", "train.lr=0"], {}, "train.lr=0.0 is out of range"),
+        (["--snapshots", "5,3"], {}, "--snapshots takes strictly increasing step counts"),
+        (["--snapshots", "a"], {}, "--snapshots takes strictly increasing step counts"),
+        (["--plan", "00", "-p", "seed"], {}, "-p takes NAME=VALUE"),
     ],
 )
 def test_the_command_refuses_bad_input_before_training(args, env, message: str) -> None:

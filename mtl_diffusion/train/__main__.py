@@ -75,12 +75,12 @@ def main(argv: list[str] | None = None) -> None:
         cfg = config_from_args(args.profile, args.set, args.seed)
     except config.ConfigError as err:
         raise SystemExit(f"error: {err}") from None
+    steps = snapshot_steps(args.snapshots) if args.snapshots else None
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1:
         start_process_group(cfg.train.device)
     try:
-        if args.snapshots:
-            steps = [int(s) for s in args.snapshots.split(",")]
+        if steps is not None:
             snaps = training_snapshots(cfg, steps, args.name, train=True)
         else:
             result = train_run(cfg, args.name, evaluate=not args.no_eval, train=True)
@@ -98,6 +98,20 @@ def main(argv: list[str] | None = None) -> None:
     print(f"trained {cfg.train.steps} steps ({history.seconds:.0f} s); final loss "
           f"{history.losses[-1]:.4f}; last evaluation {last}")  # fmt: skip
     print(f"result: {cache_path(cfg, args.name, {'evaluate': not args.no_eval})}")
+
+
+def snapshot_steps(text: str) -> list[int]:
+    """--snapshots S1,S2,...: strictly increasing step counts >= 0 (SystemExit otherwise)."""
+    try:
+        steps = [int(s) for s in text.split(",")]
+    except ValueError:
+        steps = []
+    if not steps or steps[0] < 0 or any(b <= a for a, b in zip(steps[:-1], steps[1:], strict=True)):
+        raise SystemExit(
+            f"error: --snapshots takes strictly increasing step counts >= 0 separated by commas "
+            f"(e.g. --snapshots 250,500,1000), got {text!r}"
+        )
+    return steps
 
 
 def config_from_args(profile: str, sets: list[str], seed: int | None) -> config.Config:
@@ -120,6 +134,9 @@ def print_plan(
     if len(found) != 1:
         raise SystemExit(f"--plan {notebook} matches {[p.stem for p in found]}: name one notebook")
     source = found[0]
+    bad = [item for item in params if "=" not in item]
+    if bad:
+        raise SystemExit(f"error: -p takes NAME=VALUE (e.g. -p num_seeds=5), got {bad[0]!r}")
     values = dict(item.split("=", 1) for item in params)
     notebook_params = {name: parse_value(value) for name, value in values.items()}
     if sets:
