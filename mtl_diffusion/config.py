@@ -132,6 +132,7 @@ class EvalConfig:
     sample_batch: int = 0  # samples drawn at a time while evaluating (0: all at once)
     feature_net: str = ""  # folder data: a torch.export (.pt2) or TorchScript file of features
     pixel_size: int = 16  # pixel metrics on images area-downsampled to at most this side
+    sample_metrics: bool = True  # False: evaluate the held-out loss only (no sampling)
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from mtl_diffusion.config import Config
 from mtl_diffusion.diffusion import Model, model_device
 from mtl_diffusion.evaluation import check_ready
 from mtl_diffusion.evaluation import evaluate as sample_metrics
+from mtl_diffusion.heldout import eval_noise_seed, heldout_metrics
 from mtl_diffusion.known_answer import excess_risk_evaluator, has_known_answer
 from mtl_diffusion.mtl.distributed import current_ranks
 from mtl_diffusion.paths import artifacts_dir
@@ -39,9 +40,6 @@ from mtl_diffusion.sampling import ddim_sample, ddpm_sample
 from mtl_diffusion.train import Evaluator, History, Trainer
 from mtl_diffusion.workers import default_jobs, worker_pool
 
-EVAL_NOISE_SEED = (
-    2024  # every model is evaluated from the same initial noise (common random numbers)
-)
 
 
 @dataclass
@@ -61,8 +59,10 @@ class RunResult:
         return model.to(device).eval()
 
 
-def initial_noise(config: Config, n: int, seed: int = EVAL_NOISE_SEED) -> torch.Tensor:
-    """x_T for `n` samples, the same for every model with the same data shape and seed."""
+def initial_noise(config: Config, n: int, seed: int | None = None) -> torch.Tensor:
+    """x_T for `n` samples, the same for every model with the same data shape and seed
+    (default: the replicate's, heldout.eval_noise_seed)."""
+    seed = eval_noise_seed(config) if seed is None else seed
     return torch.randn(sample_shape(config, n), generator=torch.Generator().manual_seed(seed))
 
 
@@ -71,12 +71,12 @@ def generate(
     config: Config,
     n: int,
     *,
-    seed: int = EVAL_NOISE_SEED,
+    seed: int | None = None,
     progress_bar: bool = False,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
-    """Draw `n` samples (returned on the CPU) with the configured sampler, from fixed initial
-    noise, on `device` (default: the module's, or the CPU for a callable).
+    """Draw `n` samples (returned on the CPU) with the configured sampler, from the initial noise
+    of `seed` (default: the replicate's, so arms of one replicate share it), on `device` (default: the module's, or the CPU for a callable).
 
     `model` is a denoiser module (in eval mode while sampling) or any `denoise(x_t, t)` callable,
     such as a `piecewise_denoiser` over modules the caller has put in eval mode. With
@@ -86,6 +86,7 @@ def generate(
     module = model if isinstance(model, nn.Module) else None
     device = model_device(model) if device is None else torch.device(device)
     schedule = schedule_from_config(config)
+    seed = eval_noise_seed(config) if seed is None else seed
     noise = initial_noise(config, n, seed)  # drawn on the CPU: the same on any device
     size = config.eval.sample_batch or max(n, 1)
     seeds = [seed + 1]  # one batch: the generator every cached result was sampled with
@@ -114,8 +115,9 @@ def generate(
 
 
 def sample_evaluator(config: Config) -> Evaluator | None:
-    """Evaluator for training: for image data (digits or an image folder) sample, then compare
-    with the held-out split (see ``evaluation.py`` for the metrics' spaces); for a toy whose
+    """Evaluator for training: for image data (digits or an image folder) the held-out loss
+    (see ``heldout.py``) and, unless eval.sample_metrics is off, sample and compare with the
+    held-out split (see ``evaluation.py`` for the metrics' spaces); for a toy whose
     optimal denoiser is exact (8-Gaussians) the per-timestep excess risk against it (see
     ``known_answer.py``); None for the other toys."""
     if has_known_answer(config):
@@ -125,7 +127,10 @@ def sample_evaluator(config: Config) -> Evaluator | None:
     check_ready(config)  # the split, the feature network: fail now, not hours into training
 
     def evaluate(model: nn.Module) -> dict[str, float]:
-        return sample_metrics(generate(model, config, config.eval.num_samples), config)
+        metrics = heldout_metrics(model, config)
+        if config.eval.sample_metrics:
+            metrics |= sample_metrics(generate(model, config, config.eval.num_samples), config)
+        return metrics
 
     return evaluate
 

@@ -45,7 +45,6 @@ from mtl_diffusion.diffusion import Model, Schedule, model_device, per_sample_lo
 from mtl_diffusion.evaluation import distances
 from mtl_diffusion.progress import progress
 from mtl_diffusion.runs import (
-    EVAL_NOISE_SEED,
     RunResult,
     default_jobs,
     generate,
@@ -167,9 +166,10 @@ def hybrid_generate(
     intervals: Sequence[Interval],
     config: Config,
     n: int,
-    seed: int = EVAL_NOISE_SEED,
+    seed: int | None = None,
 ) -> Tensor:
-    """`runs.generate` with the hybrid denoiser: the same initial noise and sampler for `seed`.
+    """`runs.generate` with the hybrid denoiser: the same initial noise and sampler for `seed`
+    (default: the replicate's, as for the all-task model).
 
     Module denoisers are put in eval mode while sampling and restored afterwards.
     """

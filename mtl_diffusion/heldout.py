@@ -1,0 +1,81 @@
+"""Held-out denoising loss during training: the low-variance primary metric of every notebook.
+
+At each evaluation the EMA denoiser's training loss is measured on the test split at a fixed
+grid of timesteps (the midpoints of ``GRID_SIZE`` equal bins of [0, T)) with noise drawn from
+``eval_noise_seed(config)``: every arm of a replicate sees the same x_t (common random numbers),
+and replicates see different noise, so their spread includes the evaluation's own variance.
+
+    evals = heldout_metrics(model, config)     # {"heldout_loss": ..., "heldout_loss@25": ...}
+    steps, values = heldout_series(history, (0, 199))   # inclusive, like every Interval
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from mtl_diffusion.builders import dataset_from_config, schedule_from_config
+from mtl_diffusion.clustering import Interval
+from mtl_diffusion.config import Config
+from mtl_diffusion.likelihood import timestep_losses
+from mtl_diffusion.train import History
+
+GRID_SIZE = 20  # timesteps per evaluation; 50 steps apart at T = 1000
+MAX_IMAGES = 1000  # the first images of the test split (the digits have 450)
+EVAL_NOISE_SEED = 2024  # replicate r (config.seed = r) evaluates from EVAL_NOISE_SEED + r
+KEY = "heldout_loss"
+
+
+def eval_noise_seed(config: Config) -> int:
+    """The evaluation noise of a replicate: shared by every arm with the same config.seed,
+    different across seeds (the samplers' initial noise and the held-out loss's noise)."""
+    return EVAL_NOISE_SEED + config.seed
+
+
+def heldout_grid(T: int) -> list[int]:
+    """The fixed timesteps: midpoints of GRID_SIZE equal bins of [0, T) (all of them if T is
+    smaller)."""
+    size = min(GRID_SIZE, T)
+    return [(2 * i + 1) * T // (2 * size) for i in range(size)]
+
+
+def heldout_metrics(model: nn.Module, config: Config) -> dict[str, float]:
+    """Mean held-out loss over the grid ("heldout_loss") and at each grid step
+    ("heldout_loss@<t>"), on up to MAX_IMAGES test images."""
+    x0 = dataset_from_config(config, "test")[:MAX_IMAGES]
+    schedule = schedule_from_config(config)
+    grid = heldout_grid(schedule.T)
+    losses = timestep_losses(
+        model,
+        schedule,
+        x0,
+        grid,
+        prediction=config.diffusion.prediction,
+        seed=eval_noise_seed(config),
+    ).mean(dim=1)
+    per_step = {f"{KEY}@{t}": float(v) for t, v in zip(grid, losses.tolist(), strict=True)}
+    return {KEY: float(losses.mean()), **per_step}
+
+
+def interval_loss(evaluation: dict[str, float], interval: Interval | None = None) -> float:
+    """Mean held-out loss over the grid steps inside `interval` (None: all of them)."""
+    values = [
+        v
+        for k, v in evaluation.items()
+        if k.startswith(f"{KEY}@")
+        and (interval is None or interval[0] <= int(k.split("@")[1]) <= interval[1])
+    ]
+    if not values:
+        raise ValueError(
+            f"no held-out loss at a grid step inside {interval} in this evaluation (keys: "
+            f"{sorted(evaluation)[:4]}...); was the run evaluated with held-out losses?"
+        )
+    return sum(values) / len(values)
+
+
+def heldout_series(
+    history: History, interval: Interval | None = None
+) -> tuple[list[int], list[float]]:
+    """(steps, held-out loss over `interval`) of a training History's evaluations."""
+    return [int(e["step"]) for e in history.evals], [
+        interval_loss(e, interval) for e in history.evals
+    ]
