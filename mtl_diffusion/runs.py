@@ -41,7 +41,6 @@ from mtl_diffusion.train import Evaluator, History, Trainer
 from mtl_diffusion.workers import default_jobs, worker_pool
 
 
-
 @dataclass
 class RunResult:
     """What a finished run leaves: its config, loss/eval history and final weights."""
@@ -76,7 +75,8 @@ def generate(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Draw `n` samples (returned on the CPU) with the configured sampler, from the initial noise
-    of `seed` (default: the replicate's, so arms of one replicate share it), on `device` (default: the module's, or the CPU for a callable).
+    of `seed` (default: the replicate's, so arms of one replicate share it), on `device`
+    (default: the module's, or the CPU for a callable).
 
     `model` is a denoiser module (in eval mode while sampling) or any `denoise(x_t, t)` callable,
     such as a `piecewise_denoiser` over modules the caller has put in eval mode. With
