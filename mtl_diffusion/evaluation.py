@@ -170,6 +170,16 @@ def distances(samples: torch.Tensor, config: Config, split: str = "test") -> dic
     }
 
 
+def real_floor(config: Config, n: int | None = None) -> dict[str, float]:
+    """The distances of `n` real training images (default eval.num_samples) to the test split:
+    the floor a perfect model reaches at that sample size (fd, fd_pixel)."""
+    n = config.eval.num_samples if n is None else n
+    images = dataset_from_config(config, "train")
+    if not 2 <= n <= len(images):
+        raise ValueError(f"n must be in [2, {len(images)}] (the training split), got {n}")
+    return distances(images[:n], config)
+
+
 def evaluate(samples: torch.Tensor, config: Config, split: str = "test") -> dict[str, float]:
     """Every sample metric against the real ``split``.
 

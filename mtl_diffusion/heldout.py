@@ -11,6 +11,7 @@ and replicates see different noise, so their spread includes the evaluation's ow
 
 from __future__ import annotations
 
+import numpy as np
 from torch import nn
 
 from mtl_diffusion.builders import dataset_from_config, schedule_from_config
@@ -70,6 +71,18 @@ def interval_loss(evaluation: dict[str, float], interval: Interval | None = None
             f"{sorted(evaluation)[:4]}...); was the run evaluated with held-out losses?"
         )
     return sum(values) / len(values)
+
+
+def heldout_curves(
+    histories: list[History], interval: Interval | None = None
+) -> tuple[list[int], np.ndarray]:
+    """(steps, (runs, evaluations) held-out losses over `interval`) of runs evaluated at the
+    same steps (the seeds of one arm)."""
+    series = [heldout_series(h, interval) for h in histories]
+    steps = series[0][0] if series else []
+    if not series or any(s != steps for s, _ in series):
+        raise ValueError("heldout_curves needs at least one run, all evaluated at the same steps")
+    return steps, np.array([v for _, v in series])
 
 
 def heldout_series(

@@ -17,6 +17,7 @@ from mtl_diffusion.evaluation import (
     load_feature_network,
     pixel_embedding,
     pixel_label,
+    real_floor,
     reference_embeddings,
 )
 from mtl_diffusion.example_folder import write_example_folder
@@ -138,3 +139,11 @@ def test_the_feature_network_runs_on_the_training_device(tmp_path, device: str) 
     )  # "meta": a device without memory, no GPU needed
     assert all(p.device.type == device for p in moved.parameters())
     assert moved(torch.zeros(2, 3, 16, 16, device=device)).device.type == device
+
+
+def test_real_floor_is_the_distance_of_training_images() -> None:
+    cfg = load("smoke")
+    want = distances(dataset_from_config(cfg, "train")[:100], cfg)
+    assert real_floor(cfg, 100) == want
+    with pytest.raises(ValueError, match="training split"):
+        real_floor(cfg, 10**6)

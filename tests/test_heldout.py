@@ -3,6 +3,7 @@ replicate, different noise across replicates."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +13,7 @@ from mtl_diffusion.diffusion import per_sample_loss
 from mtl_diffusion.heldout import (
     EVAL_NOISE_SEED,
     eval_noise_seed,
+    heldout_curves,
     heldout_grid,
     heldout_metrics,
     heldout_series,
@@ -63,3 +65,14 @@ def test_training_records_heldout_curves_without_sampling() -> None:
     assert "fd" not in history.evals[0]
     with pytest.raises(ValueError, match="no held-out loss"):
         interval_loss({"step": 2, "fd": 1.0}, (0, 10))
+
+
+def test_curves_stack_runs_and_refuse_mismatched_steps() -> None:
+    cfg = load("smoke", TINY, **{"eval.sample_metrics": False})
+    histories = [Trainer(cfg, evaluate=sample_evaluator(cfg)).fit() for _ in range(2)]
+    steps, values = heldout_curves(histories)
+    assert steps == [2, 4] and values.shape == (2, 2)
+    assert np.array_equal(values[0], heldout_series(histories[0])[1])
+    histories[1].evals.pop()
+    with pytest.raises(ValueError, match="same steps"):
+        heldout_curves(histories)
