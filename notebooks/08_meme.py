@@ -588,16 +588,17 @@ savefig(fig, "08_meme_samples", profile)
 #   (244k parameters) has a lower held-out loss than 4 mixed experts (255k in all): experts
 #   +8.0 % (+0.0071 [+0.0057, +0.0084]), worse on t 0-249 (+8.5 %), 250-499 (+6.2 %) and 500-749
 #   (+5.6 %), no verdict on 750-999; same-architecture experts +8.4 % ([+0.0071, +0.0078]), worse
-#   on every interval. The sample distances agree: classifier-feature FD 3.79 ± 0.19 (shared)
-#   vs 5.11 ± 0.25 (mixed experts) and 5.48 ± 0.25 (same-architecture experts), real-vs-real
-#   floor 1.14 at 500 samples; paired +1.32 [+0.81, +1.83] and +1.69 [+1.53, +1.84]; pixel FD
-#   +0.42 [+0.29, +0.56] and +0.45 [+0.23, +0.67].
+#   on every interval. The sample distances agree (each seed sampled from its own initial
+#   noise): classifier-feature FD 3.46 ± 0.21 (shared) vs 4.92 ± 0.27 (mixed experts) and
+#   5.23 ± 0.42 (same-architecture experts), real-vs-real floor 1.14 at 500 samples; paired
+#   +1.46 [+0.99, +1.93] and +1.77 [+1.07, +2.48]; pixel FD +0.44 [+0.23, +0.65] and +0.45
+#   [+0.23, +0.68].
 # - **Bits per dimension agree** (the variational bound, 17 grey levels): shared 3.19, mixed
 #   experts 3.37 (+0.18 [+0.13, +0.23]), same-architecture experts 3.39 (+0.20 [+0.16, +0.24]);
 #   mixed vs same-architecture -0.015 [-0.10, +0.07], no verdict.
 # - **Architecture-mixed vs same-architecture experts: no verdict.** Held-out loss -0.4 %
-#   (-0.0004 [-0.0021, +0.0013]), no verdict on any interval; classifier FD -0.37
-#   [-0.89, +0.16], pixel FD -0.03 [-0.36, +0.31].
+#   (-0.0004 [-0.0021, +0.0013]), no verdict on any interval; classifier FD -0.32
+#   [-0.70, +0.07], pixel FD -0.01 [-0.38, +0.35].
 # - **Sampling cost.** Each sampling step calls one expert, a quarter of the parameters: 100
 #   samples with DDIM-50 took 0.6-0.9 s from the experts against 1.1-1.4 s from the shared
 #   model (1.3-2.3x over two runs on a shared machine; a timing, not a benchmark). Training is not cheaper on the
