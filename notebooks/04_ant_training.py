@@ -21,36 +21,56 @@
 # (project away conflicting gradient components) or NashMTL (bargaining weights $\alpha$ with
 # $\alpha_i (G\alpha)_i = 1$ on the Gramian $G$ of the per-cluster gradients). In their Table 1
 # **every one of the 9 method x clustering cells beats vanilla training** in FID, for ADM and LDM
-# on FFHQ and CelebA-HQ (e.g. ADM FFHQ 24.95 -> 20.19 with UW on SNR clusters), and UW also beats
-# the min-SNR and P2 loss weightings on DiT.
+# on FFHQ and CelebA-HQ (best: UW on SNR clusters, e.g. ADM FFHQ 24.95 -> 20.19); UW also beats
+# the min-SNR and P2 loss weightings on DiT, and reaches vanilla's 1M-iteration FID at 0.4M
+# iterations (faster convergence).
 #
-# **What this notebook measures.** The same table at laptop scale: a small U-Net on the 8x8
-# digits, vanilla against {UW, PCGrad, NashMTL} x {timestep, SNR, affinity} clusterings
-# ($k = 5$), plus the min-SNR-5 and P2 (weight $1/(1 + \mathrm{SNR})$) loss weightings as
-# baselines, each trained from several seeds. Metrics at the end and over training: Fréchet
-# distance on the raw pixels (the most precise ranking metric here), on the digits classifier's
-# features (our offline stand-in for FID), KID, precision and recall. Then the weights the
-# methods learn per cluster over training (UW's $0.5\,e^{-s_i}$, Nash's $\alpha$).
+# **Protocol.** Two scales share one notebook:
+#
+# - `paper` (and `paper-smoke`, its code path): the whole table, vanilla against
+#   {UW, PCGrad, NashMTL} x {timestep, SNR, affinity} clusterings plus the min-SNR-5 and P2
+#   loss weightings, 12 cells.
+# - `cpu` (and `smoke`): **fewer cells trained longer** on the 8x8 digits with the default
+#   U-Net: vanilla, min-SNR-5, the paper's best cell (UW / SNR clusters) and UW / timestep
+#   clusters, 3 seeds, 400 steps each (12 runs, ~8 minutes on two cores). No affinity
+#   clustering here, so this profile does not need notebook 01's estimate.
+#
+# **Primary metric: the held-out denoising loss** (`mtl_diffusion.heldout`): the EMA model's
+# training loss on the test split at 20 fixed timesteps with noise fixed per seed (the arms of a
+# seed see the same $x_t$), overall and per SNR-cluster interval, over training. It is placed
+# against the **calibration run** (`mtl_diffusion.calibration`: one plain vanilla run of the same
+# model 7.5x longer, shared by every notebook) to say how far along training each arm is
+# (fraction of the calibration decrease reached), and converted into **convergence speed** in
+# the paper's terms: the step at which each arm reaches vanilla's final held-out loss, and the
+# calibration step whose loss each arm's final loss equals. Bits/dim (the DDPM bound) at the
+# end is the second primary metric; Fréchet distances of the final EMA models (pixels and the
+# digits classifier's features, our FID stand-in) are secondary, printed beside the real-vs-real
+# floor at the same sample size.
+#
+# **Statistics.** Every comparison is arm minus vanilla, paired over seeds (a seed shares
+# initial weights, data order and evaluation noise across arms), with its 95 % Student
+# t-interval (`mtl_diffusion.stats`); a verdict ("lower" / "higher") only when the interval
+# excludes zero. With 3 seeds the interval has 2 degrees of freedom: wide, honest.
+#
+# **What it cannot show.** A 400-step run of a small U-Net on 8x8 digits is early training
+# (see the fraction reached). The held-out loss is weighted equally over the grid timesteps:
+# that is vanilla's own training objective, so a reweighting method (min-SNR, UW) is expected
+# to lose on it at the timesteps it down-weights (low noise) and gain where it up-weights;
+# read the per-interval rows, bits/dim and the FDs beside it, not the overall loss alone. UW's weights need a few hundred steps
+# to grow to $1/(2L_i)$ from their initial 0.5 (the transient, shown below), so a short run
+# mixes UW's transient with its steady state; the curves show both.
 #
 # **How it is computed.** `mtl_diffusion.mtl.engine`: loss-based methods (UW) run one backward of
 # their combined loss; gradient methods (PCGrad, Nash) get the exact per-cluster gradients from
-# ONE forward and backward of the batch (per-layer capture, `benchmarks/bench_mtl.py`), combine
-# them through the $k \times k$ Gramian and update the EMA like every other run. NashMTL solves
-# on the Frobenius-normalised Gramian every 25 steps (as in ANT) with our own Newton solver and
-# clips its update at norm 1 as published. The batch of 128 holds 26, 26, 26, 25, 25 samples of
-# the five clusters (the first $128 \bmod 5$ clusters get one more); $L_i$ is the sum of cluster
-# $i$'s losses divided by the batch size, so $\sum_i L_i$ is the ordinary batch-mean loss.
-#
-# **How to read it.** Lower distances are better; precision and recall are better high. Every
-# model is sampled from the same initial noise (common random numbers) and runs with the same
-# seed share their initial weights and data order. A cell counts as better (worse) than vanilla
-# only when the gap between the means exceeds the larger of the two across-seed standard
-# deviations; otherwise it is within noise. This rule was fixed before the numbers were seen.
+# ONE forward and backward of the batch (per-layer capture, `benchmarks/bench_mtl.py`). NashMTL
+# re-solves every 25 steps (as in ANT) and clips its update at norm 1 as published. The batch of
+# 128 holds 26, 26, 26, 25, 25 samples of the five clusters; $L_i$ is the sum of cluster $i$'s
+# losses divided by the batch size, so $\sum_i L_i$ is the ordinary batch-mean loss.
 
 # %% tags=["parameters"]
 profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # first training seed; the replicates use seed, seed + 1, ...
-num_seeds: int = 0  # training seeds per cell; 0 keeps the profile default (smoke 1, else 3)
+num_seeds: int = 0  # seeds per cell; 0: the default (smoke 2, paper-smoke 1, else 3)
 steps: int = 0  # training steps per run; 0 keeps this notebook's default for the profile
 num_clusters: int = 5  # k, the number of timestep clusters
 jobs: int = 2  # training processes in parallel, one thread each (smoke trains in-process)
@@ -66,13 +86,22 @@ import time
 import matplotlib.pyplot as plt
 import numpy as np
 
-from mtl_diffusion import config
+from mtl_diffusion import config, stats
 from mtl_diffusion.affinity import precompute_affinity, task_affinity
-from mtl_diffusion.builders import schedule_from_config
-from mtl_diffusion.evaluation import feature_label, pixel_label
+from mtl_diffusion.builders import dataset_from_config, schedule_from_config
+from mtl_diffusion.calibration import (
+    calibration_run,
+    fraction_reached,
+    steps_to_reach,
+)
+from mtl_diffusion.clusters import clusters_from_config
+from mtl_diffusion.evaluation import distances, feature_label, pixel_label, real_floor
+from mtl_diffusion.heldout import heldout_curves, heldout_series
+from mtl_diffusion.likelihood import elbo_terms, importance_proposal
 from mtl_diffusion.plotting import (
     cluster_label,
     interval_keys,
+    legend,
     line_key,
     lower_is_better,
     patch_key,
@@ -82,16 +111,12 @@ from mtl_diffusion.plotting import (
     show_images,
 )
 from mtl_diffusion.runs import generate, train_many
-from mtl_diffusion.clusters import clusters_from_config
 
 set_style()
-# What the budget buys: under cpu, a U-Net of base width 16 (160k parameters) trained 500 steps
-# at batch 128, 36 runs (12 cells x 3 seeds) plus one affinity estimate per seed: 36 minutes under
-# `make figures` from nothing (sharing the 2 cores with another notebook; 3260 s of training in
-# the workers), over the 20-minute budget of a table notebook. EMA decay 0.99, chosen before the
-# trainer's EMA had a warm-up (at 0.995 without one the zero-output initial weights would still
-# carry 0.995^500 = 8 % of the evaluated model).
-# Smoke proves the code path only.
+# Budget (cpu): the default U-Net (the calibration run's model), ~0.2 s per step on one core;
+# 12 runs x 400 steps on two processes = 6 rounds of ~80 s, plus 11 held-out evaluations per
+# run (~1 s each, no sampling during training). Fréchet distances are computed once, from the
+# final EMA models. Smoke proves the code path only.
 SCALE = config.by_profile({
     "smoke": {
         "train.steps": 4,
@@ -99,28 +124,23 @@ SCALE = config.by_profile({
         "train.checkpoint_every": 0,
         "eval.num_samples": 100,
         "eval.sampling_steps": 5,
+        "eval.sample_metrics": False,
         "mtl.affinity_bins": 10,
     },
-    "cpu": {
-        "model.base_channels": 16,
-        "train.steps": 500,
-        "train.eval_every": 125,
-        "train.ema_decay": 0.99,
-        "eval.sampling_steps": 20,
-    },
-    "paper": {},
+    "cpu": {"train.steps": 400, "train.eval_every": 40, "eval.sample_metrics": False},
+    "paper": {"eval.sample_metrics": False},
 }, profile)
 SCALE = config.notebook_overrides(SCALE, steps, config_overrides)
-seeds = config.replicate_seeds(profile, seed, num_seeds)
+# smoke: two seeds, so that the paired comparisons' code path runs (its verdicts mean nothing)
+seeds = config.replicate_seeds(profile, seed, num_seeds or (2 if profile == "smoke" else 0))
 workers = 1 if config.is_smoke(profile) else jobs  # workers cost more than smoke runs
+full_table = profile.startswith("paper")  # paper and paper-smoke: every cell of Table 1
 METHODS = {"UW": "uw", "PCGrad": "pcgrad", "Nash": "nash"}
-CLUSTERINGS = ("timestep", "snr", "affinity")
-CELLS = {
-    "vanilla": {},
-    "min-SNR": {"diffusion.loss_weight": "min_snr"},
-    "P2": {"diffusion.loss_weight": "p2"},
-}
-for label, method in METHODS.items():
+CLUSTERINGS = ("timestep", "snr", "affinity") if full_table else ("snr", "timestep")
+CELLS = {"vanilla": {}, "min-SNR": {"diffusion.loss_weight": "min_snr"}}
+if full_table:
+    CELLS["P2"] = {"diffusion.loss_weight": "p2"}
+for label, method in (METHODS if full_table else {"UW": "uw"}).items():
     for clustering in CLUSTERINGS:
         CELLS[f"{label} / {clustering}"] = {
             "timesteps.sampler": "stratified",
@@ -128,47 +148,54 @@ for label, method in METHODS.items():
             "mtl.clustering": clustering,
             "mtl.num_clusters": num_clusters,
         }
+base = config.load(profile, SCALE)  # the calibration run's config (it resets method, steps...)
 configs = {
     (cell, s): config.load(profile, SCALE | overrides, seed=s)
     for cell, overrides in CELLS.items()
     for s in seeds
 }
 cfg = configs["vanilla", seeds[0]]
+cells = list(CELLS)
+colour = {cell: "k" if cell == "vanilla" else f"C{i}" for i, cell in enumerate(cells)}
+uw_cells = [c for c in cells if c.startswith("UW")]
 print(f"{len(configs)} runs: {len(CELLS)} cells x {len(seeds)} seeds {seeds}, "
       f"{cfg.train.steps} steps each, batch {cfg.train.batch_size}, k = {num_clusters}")
 print(cfg)
 
 # %% [markdown]
-# ## The three clusterings
+# ## The clusterings
 #
-# Each seed's affinity clustering comes from its own vanilla run: ANT's task affinity score (the
-# cosine between the loss gradients of two timestep bins, averaged over four checkpoints;
-# `mtl_diffusion.affinity`) between `mtl.affinity_bins` bins of equal width, clustered by the
-# interval dynamic programme (notebook 03). The timestep clustering cuts $0..T-1$ into equal
-# widths; the SNR clustering groups timesteps of similar log-SNR. Estimating the affinity here,
-# before the parallel training, also puts it in the cache the training workers read.
+# The timestep clustering cuts $0..T-1$ into equal widths; the SNR clustering groups timesteps
+# of similar log-SNR. Under `paper` each seed's affinity clustering comes from its own vanilla
+# run: ANT's task affinity score (the cosine between the loss gradients of two timestep bins,
+# averaged over four checkpoints; `mtl_diffusion.affinity`) between `mtl.affinity_bins` bins,
+# clustered by the interval dynamic programme (notebook 03); it is estimated here, before the
+# parallel training, which puts it in the cache the workers read. The SNR clusters are also the
+# intervals over which the held-out loss is reported for every arm.
 
 # %%
 start = time.perf_counter()
-affinity_configs = [configs["UW / affinity", s] for s in seeds]
-precompute_affinity(affinity_configs, cfg.mtl.affinity_bins, jobs=workers)  # seeds in parallel
+if "affinity" in CLUSTERINGS:
+    affinity_configs = [configs["UW / affinity", s] for s in seeds]
+    precompute_affinity(affinity_configs, cfg.mtl.affinity_bins, jobs=workers)  # in parallel
 intervals = {
     (clustering, s): clusters_from_config(configs[f"UW / {clustering}", s])
     for clustering in CLUSTERINGS
     for s in seeds
 }
-affinity_cfg = configs["UW / affinity", seeds[0]]
-tas = task_affinity(affinity_cfg, affinity_cfg.mtl.affinity_bins)
+REPORT = intervals["snr", seeds[0]]  # the reporting intervals (the same for every seed)
 print(f"clusterings ready in {time.perf_counter() - start:.0f} s")
 for (clustering, s), found in intervals.items():
     print(f"{clustering:9s} seed {s}: {found}")
 
 schedule = schedule_from_config(cfg)
 T = cfg.diffusion.num_timesteps
-fig, (ax_bands, ax_tas) = plt.subplots(1, 2, figsize=(13, 4.2), width_ratios=[1.6, 1])
-log_snr = schedule.log_snr().numpy()
+with_tas = "affinity" in CLUSTERINGS
+fig, axes = plt.subplots(1, 2 if with_tas else 1, figsize=(13 if with_tas else 9, 4.2),
+                         width_ratios=[1.6, 1] if with_tas else None, squeeze=False)
+ax_bands = axes[0, 0]
 ax_snr = ax_bands.twinx()
-ax_snr.plot(np.arange(T), log_snr, color="k", lw=1)
+ax_snr.plot(np.arange(T), schedule.log_snr().numpy(), color="k", lw=1)
 ax_snr.set(ylabel="log SNR(t)")
 ax_snr.grid(False)
 for row, clustering in enumerate(CLUSTERINGS):
@@ -176,281 +203,348 @@ for row, clustering in enumerate(CLUSTERINGS):
         ax_bands.barh(row, hi - lo + 1, left=lo, color=f"C{i}", edgecolor="white", height=0.7)
 ax_bands.set(yticks=range(len(CLUSTERINGS)), yticklabels=CLUSTERINGS, xlabel="timestep t",
              xlim=(0, T), title=f"k = {num_clusters} clusters (seed {seeds[0]})")
-bins = affinity_cfg.mtl.affinity_bins
-image = ax_tas.imshow(tas, origin="lower", cmap="RdBu_r", vmin=-1, vmax=1,
-                      extent=(0, T, 0, T))
-for lo, _ in intervals["affinity", seeds[0]][1:]:
-    ax_tas.axvline(lo, color="k", lw=0.8)
-    ax_tas.axhline(lo, color="k", lw=0.8)
-ax_tas.set(xlabel="timestep t", ylabel="timestep t",
-           title=f"task affinity between {bins} bins\n(black lines: affinity-cluster boundaries)")
-ax_tas.grid(False)
-fig.colorbar(image, ax=ax_tas, fraction=0.046,
-             label="gradient cosine\n(red: agree, blue: conflict)")
+if with_tas:
+    ax_tas = axes[0, 1]
+    affinity_cfg = configs["UW / affinity", seeds[0]]
+    bins = affinity_cfg.mtl.affinity_bins
+    image = ax_tas.imshow(task_affinity(affinity_cfg, bins), origin="lower", cmap="RdBu_r",
+                          vmin=-1, vmax=1, extent=(0, T, 0, T))
+    for lo, _ in intervals["affinity", seeds[0]][1:]:
+        ax_tas.axvline(lo, color="k", lw=0.8)
+        ax_tas.axhline(lo, color="k", lw=0.8)
+    ax_tas.set(xlabel="timestep t", ylabel="timestep t",
+               title=f"task affinity between {bins} bins\n(black lines: affinity-cluster "
+                     "boundaries)")
+    ax_tas.grid(False)
+    fig.colorbar(image, ax=ax_tas, fraction=0.046,
+                 label="gradient cosine\n(red: agree, blue: conflict)")
 fig.tight_layout()
 ax_bands.legend(handles=[*interval_keys(num_clusters), line_key("log SNR(t) (right axis)", lw=1)],
                 loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, fontsize="small")
 savefig(fig, "04_ant_clusters", profile)
 
 # %% [markdown]
-# ## Training the table
+# ## Training, and the calibration run
 #
 # `train_many` trains every (cell, seed) in parallel worker processes (one thread each) and
-# caches each result; a re-run loads them in seconds.
+# caches each result; a re-run loads them in seconds. The calibration run is the shared plain
+# vanilla run of this model (first seed), trained once for every notebook.
 
 # %%
+start = time.perf_counter()
+cal = calibration_run(base)
+cal_steps, cal_loss = heldout_series(cal.history)
+print(f"calibration run: {cal_steps[-1]} steps, held-out loss {cal_loss[0]:.5f} -> "
+      f"{cal_loss[-1]:.5f} ({time.perf_counter() - start:.0f} s, cached after the first use)")
 start = time.perf_counter()
 trained = train_many(list(configs.values()), "ant_training", jobs=workers)
 results = dict(zip(configs, trained, strict=True))
 wall = time.perf_counter() - start
-METRICS = ("fd_pixel", "fd", "kid", "precision", "recall")
-final = {
-    cell: {m: np.array([results[cell, s].history.evals[-1][m] for s in seeds]) for m in METRICS}
-    for cell in CELLS
-}
-curves = {
-    cell: {m: np.array([results[cell, s].history.eval_series(m)[1] for s in seeds])
-           for m in METRICS}
-    for cell in CELLS
-}
-sd = {cell: {m: v.std(ddof=min(1, len(v) - 1)) for m, v in final[cell].items()} for cell in CELLS}
-eval_steps = np.array(results["vanilla", seeds[0]].history.eval_series("fd")[0])
 train_seconds = sum(r.history.seconds for r in trained)
 print(f"{len(results)} runs ready in {wall:.0f} s wall ({train_seconds:.0f} s of training in "
-      "the workers, evaluation excluded; step-time ratios: benchmarks/bench_mtl.py)")
+      "the workers, evaluation excluded)")
 
-print(f"\nfinal metrics at step {eval_steps[-1]}: mean ± sd over seeds {seeds}")
-FD_LABELS = {"fd_pixel": f"{pixel_label(cfg)} FD", "fd": f"{feature_label(cfg)} FD"}
-header = (*FD_LABELS.values(), "KID x 1e3", "precision", "recall")
-print(f"{'cell':18s} " + " ".join(f"{h:>15s}" for h in header))
-for cell in CELLS:
-    row = [f"{final[cell][m].mean() * f:6.3f} ± {sd[cell][m] * f:5.3f}"
-           for m, f in zip(METRICS, (1, 1, 1e3, 1, 1), strict=True)]
-    print(f"{cell:18s} " + " ".join(f"{r:>15s}" for r in row))
-
-# %% [markdown]
-# ### Final distances per cell
-#
-# Bars: mean over seeds; dots: the individual seeds; dashed line and band: vanilla's mean ± sd.
-
-# %%
-cells = list(CELLS)
-fig, axes = plt.subplots(1, 2, figsize=(14, 4.5))
-for ax, (metric, label) in zip(axes, FD_LABELS.items(),
-                               strict=True):
-    base, spread = final["vanilla"][metric].mean(), sd["vanilla"][metric]
-    ax.axhspan(base - spread, base + spread, color="grey", alpha=0.2, label="vanilla mean ± 1 sd")
-    ax.axhline(base, color="grey", ls="--", lw=1, label="vanilla mean")
-    for i, cell in enumerate(cells):
-        values = final[cell][metric]
-        group = 0 if cell in ("vanilla", "min-SNR", "P2") else 1 + list(METHODS).index(
-            cell.split(" / ")[0])
-        ax.bar(i, values.mean(), color=f"C{group}", alpha=0.75)
-        ax.plot(np.full(len(values), i), values, "k.", ms=7)
-    ax.set_xticks(range(len(cells)), cells, rotation=40, ha="right")
-    ax.set(ylabel=lower_is_better(f"final {label}"),
-           title=f"{label} at step {eval_steps[-1]} ({len(seeds)} seeds)")
-GROUP_KEYS = [patch_key("vanilla, loss weightings", color="C0", alpha=0.75),
-              *(patch_key(m, color=f"C{1 + j}", alpha=0.75) for j, m in enumerate(METHODS))]
-fig.tight_layout()
-fig.legend(handles=[*axes[0].get_legend_handles_labels()[0], *GROUP_KEYS, seed_dots_key(ms=6)],
-           loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=4, fontsize="small",
-           title="bars: mean over seeds, coloured by method")
-savefig(fig, "04_ant_table", profile)
+curves, interval_curves = {}, {}
+for cell in cells:
+    histories = [results[cell, s].history for s in seeds]
+    eval_steps, curves[cell] = heldout_curves(histories)  # (seeds, evaluations)
+    interval_curves[cell] = np.stack([heldout_curves(histories, iv)[1] for iv in REPORT], -1)
+eval_steps = np.array(eval_steps)
+final = {cell: curves[cell][:, -1] for cell in cells}  # (seeds,)
+final_interval = {cell: interval_curves[cell][:, -1] for cell in cells}  # (seeds, k)
 
 # %% [markdown]
-# ### Convergence: distance over training (mean over seeds)
+# ## UW's transient: how long its weights take to reach $1/(2L_i)$
 #
-# One panel per method with its three clusterings; vanilla (black) and the two loss weightings
-# (grey) repeat in every panel. The band is vanilla's ± one standard deviation over seeds.
-
-# %%
-fig, axes = plt.subplots(2, len(METHODS), figsize=(15, 7.5), sharex=True, sharey="row")
-for row, (metric, label) in enumerate(FD_LABELS.items()):
-    for col, method in enumerate(METHODS):
-        ax = axes[row, col]
-        mean, spread = curves["vanilla"][metric].mean(0), curves["vanilla"][metric].std(0)
-        ax.fill_between(eval_steps, mean - spread, mean + spread, color="k", alpha=0.1,
-                        label="vanilla ± 1 sd over seeds")
-        ax.plot(eval_steps, mean, "k-o", ms=3, label="vanilla")
-        for cell, style in (("min-SNR", "--"), ("P2", ":")):
-            ax.plot(eval_steps, curves[cell][metric].mean(0), style, color="grey", label=cell)
-        for i, clustering in enumerate(CLUSTERINGS):
-            ax.plot(eval_steps, curves[f"{method} / {clustering}"][metric].mean(0), "o-", ms=3,
-                    color=f"C{i}", label=f"{method} / {clustering}")
-        ax.set(yscale="log", title=f"{method}: {label} (mean over seeds)",
-               xlabel="training step" if row == 1 else "",
-               ylabel=lower_is_better(label) if col == 0 else "")
-        ax.legend(fontsize="x-small")
-fig.tight_layout()
-savefig(fig, "04_ant_convergence", profile)
-
-# %% [markdown]
-# ## What the methods learn: weights per cluster over training
-#
-# `history.method_weights[step][i]` is the multiplier of $\nabla L_i$ in that step's update.
-# Top: UW's $0.5\,e^{-s_i}$ with $s_i$ trained at lr 0.025; the thin lines are its optimum
-# $1 / (2 L_i)$ from the measured cluster losses (averaged over 25 steps). Low-loss clusters (high
-# noise, cluster 5) get the largest weights. Bottom: NashMTL's $\alpha$ (re-solved every 25
-# steps, constant in between). Seed-0 runs; cluster 1 holds the lowest timesteps.
+# `history.method_weights[step][i]` is the multiplier of $\nabla L_i$ in that step's update;
+# UW's is $0.5\,e^{-s_i}$ with $s_i$ starting at 0 (weight 0.5) and trained at lr
+# `mtl.uw_lr` = 0.025, so a weight can change by at most a factor $e^{0.025}$ per step and
+# needs about $\ln(1/L_i)/0.025$ steps to reach its optimum $1/(2L_i)$ (thin lines: from the
+# measured cluster losses, averaged over 25 steps). Low-loss clusters (high noise) have the
+# largest optimum and the longest transient. The end of the transient is read off as the first
+# step after which every cluster's weight stays within a factor 2 of its optimum (a display
+# convention, marked on the curves below); until then UW trains with weights that are still
+# growing, after it with weights near $1/(2L_i)$.
 
 # %%
 window = 1 if config.is_smoke(profile) else 25
-fig, axes = plt.subplots(2, len(CLUSTERINGS), figsize=(15, 7), sharex=True)
-uw_end, uw_optimum = {}, {}
-for col, clustering in enumerate(CLUSTERINGS):
-    for row, method in enumerate(("UW", "Nash")):
-        history = results[f"{method} / {clustering}", seeds[0]].history
+kernel = np.ones(window) / window
+uw_end, uw_optimum, transient = {}, {}, {}
+fig, axes = plt.subplots(1, len(uw_cells), figsize=(6.5 * len(uw_cells), 4.2), squeeze=False)
+for ax, cell in zip(axes[0], uw_cells, strict=True):
+    clustering = cell.split(" / ")[1]
+    for s in seeds:
+        history = results[cell, s].history
         weights = np.array(history.method_weights)
         losses = np.array(history.cluster_losses)
-        kernel = np.ones(window) / window
-        smooth = np.stack([np.convolve(losses[:, i], kernel, "valid") for i in range(
-            num_clusters)], 1)
-        ax = axes[row, col]
-        weight_intervals = intervals[clustering, seeds[0]]
-        for i in range(num_clusters):
-            ax.plot(history.steps, weights[:, i], color=f"C{i}",
-                    label=cluster_label(i, weight_intervals[i]))
-            if method == "UW":
-                ax.plot(history.steps[window - 1:], 0.5 / smooth[:, i], color=f"C{i}", lw=0.6,
-                        alpha=0.6)
-        if method == "UW":
-            uw_end[clustering], uw_optimum[clustering] = weights[-1], 0.5 / smooth[-1]
-            ax.set(yscale="log")
-        ax.set(title=f"{method} / {clustering}", xlabel="training step" if row == 1 else "",
-               ylabel="UW weight 0.5 exp(-s_i)" if method == "UW" else "Nash alpha_i")
-fig.suptitle(f"thick lines: the weights learned (seed-{seeds[0]} runs); thin lines (UW): its "
-             f"optimum 1 / (2 L_i), L_i averaged over {window} steps", fontsize="medium")
+        smooth = np.stack([np.convolve(losses[:, i], kernel, "valid")
+                           for i in range(num_clusters)], 1)
+        target = 0.5 / smooth
+        steps_w = np.array(history.steps[window - 1:])
+        far = (np.abs(np.log(weights[window - 1:] / target)) > np.log(2)).any(axis=1)
+        transient[cell, s] = (float(steps_w[0]) if not far.any() else float("nan") if far[-1]
+                              else float(steps_w[np.flatnonzero(far)[-1] + 1]))
+        uw_end[cell, s], uw_optimum[cell, s] = weights[-1], target[-1]
+        if s == seeds[0]:
+            for i in range(num_clusters):
+                ax.plot(history.steps, weights[:, i], color=f"C{i}",
+                        label=cluster_label(i, intervals[clustering, s][i]))
+                ax.plot(steps_w, target[:, i], color=f"C{i}", lw=0.6, alpha=0.6)
+            if np.isfinite(transient[cell, s]):
+                ax.axvline(transient[cell, s], color="grey", ls=":", lw=1)
+    ax.set(yscale="log", xlabel="training step", ylabel="UW weight 0.5 exp(-s_i)",
+           title=f"{cell} (seed {seeds[0]})")
+    legend(ax, line_key("thin: optimum 1 / (2 L_i)", lw=0.6),
+           line_key("end of the transient", color="grey", ls=":", lw=1),
+           fontsize="x-small", ncol=2)
 fig.tight_layout()
-for col, clustering in enumerate(CLUSTERINGS):  # the same clusters in both rows of a column
-    axes[1, col].legend(loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2,
-                        fontsize="small", title=f"{clustering} clusters (seed {seeds[0]})")
 savefig(fig, "04_ant_weights", profile)
-for clustering in CLUSTERINGS:
-    print(f"UW / {clustering}: final weights {np.round(uw_end[clustering], 2)}, "
-          f"1 / (2 L_i) {np.round(uw_optimum[clustering], 2)}")
+for cell in uw_cells:
+    print(f"{cell}: transient ends at step "
+          + ", ".join(f"{transient[cell, s]:.0f} (seed {s})" for s in seeds)
+          + f"; seed {seeds[0]} final weights {np.round(uw_end[cell, seeds[0]], 1)}, "
+          f"1 / (2 L_i) {np.round(uw_optimum[cell, seeds[0]], 1)}")
+ends = [v for v in transient.values() if np.isfinite(v)]
+transient_step = float(np.max(ends)) if ends else float("nan")  # the latest over UW runs
 
 # %% [markdown]
-# ### Samples (seed-0 runs, the same initial noise for every model)
+# ## Held-out loss over training (primary)
+#
+# Left: the held-out loss (mean over the 20 grid timesteps) of every arm, mean over seeds, with
+# the calibration run (first seed) to 7.5x this budget; the dashed line marks this notebook's
+# budget. Middle: each arm minus vanilla, paired per seed, with its 95 % t-interval (band).
+# Right: the same paired difference at the end, per SNR-cluster interval (relative to vanilla's
+# loss there). The dotted line is the latest end of UW's transient.
 
 # %%
-shown = ["vanilla", "min-SNR", "UW / snr", "PCGrad / affinity", "Nash / timestep", "UW / timestep"]
-fig, axes = plt.subplots(2, 3, figsize=(12, 8.5))
-fig.suptitle(f"seed {seeds[0]}, the same initial noise for every model; the title gives that "
-             f"run's final {lower_is_better(FD_LABELS['fd_pixel'])}", fontsize="medium")
-for ax, cell in zip(axes.flat, shown, strict=True):
-    run = results[cell, seeds[0]]
-    show_images(ax, generate(run.ema_model(), run.config, 40), nrow=8,
-                title=f"{cell}: {FD_LABELS['fd_pixel']} {final[cell]['fd_pixel'][0]:.2f}")
+budget = int(eval_steps[-1])
+paired = len(seeds) > 1
+fig, (ax_c, ax_d, ax_i) = plt.subplots(1, 3, figsize=(17, 4.6))
+ax_c.plot(cal_steps, cal_loss, color="grey", lw=2, alpha=0.6,
+          label=f"calibration run (vanilla, seed 0, {cal_steps[-1]} steps)")
+for cell in cells:
+    ax_c.plot(eval_steps, curves[cell].mean(0), "o-", ms=3, color=colour[cell], label=cell)
+ax_c.axvline(budget, color="k", ls="--", lw=1, label=f"this notebook's budget ({budget} steps)")
+ax_c.set(yscale="log", xlabel="training step", ylabel=lower_is_better("held-out loss"),
+         title="held-out loss (mean over seeds)")
+ax_c.legend(fontsize="x-small")
+ax_d.axhline(0, color="k", lw=1)
+width = 0.8 / max(len(cells) - 1, 1)
+for j, cell in enumerate(cells[1:]):
+    d = curves[cell] - curves["vanilla"]
+    ax_d.plot(eval_steps, d.mean(0), "o-", ms=3, color=colour[cell], label=f"{cell} - vanilla")
+    if paired:
+        band = [stats.paired_difference(curves["vanilla"][:, e], curves[cell][:, e])
+                for e in range(len(eval_steps))]
+        ax_d.fill_between(eval_steps, [c.low for c in band], [c.high for c in band],
+                          color=colour[cell], alpha=0.15)
+        ends = [stats.paired_difference(final_interval["vanilla"][:, i],
+                                        final_interval[cell][:, i]) for i in range(len(REPORT))]
+        rel = final_interval["vanilla"].mean(0)
+        x = np.arange(len(REPORT)) + (j - (len(cells) - 2) / 2) * width
+        ax_i.bar(x, [c.difference / r for c, r in zip(ends, rel, strict=True)], width,
+                 color=colour[cell], alpha=0.75, label=f"{cell} - vanilla")
+        ax_i.errorbar(x, [c.difference / r for c, r in zip(ends, rel, strict=True)],
+                      yerr=np.array([[(c.difference - c.low) / r, (c.high - c.difference) / r]
+                                     for c, r in zip(ends, rel, strict=True)]).T,
+                      fmt="none", color="k", lw=1)
+for ax in (ax_c, ax_d):
+    if np.isfinite(transient_step):
+        ax.axvline(transient_step, color="grey", ls=":", lw=1)
+ax_d.set(xlabel="training step", ylabel=lower_is_better("held-out loss, arm - vanilla"),
+         title="paired difference to vanilla over training")
+legend(ax_d, *([patch_key("band: 95 % t-interval over seeds", alpha=0.15)] if paired else []),
+       line_key("end of UW's transient", color="grey", ls=":", lw=1), fontsize="x-small")
+ax_i.axhline(0, color="k", lw=1)
+ax_i.set_xticks(range(len(REPORT)), [f"{lo}-{hi}" for lo, hi in REPORT])
+ax_i.set(xlabel="SNR-cluster interval of t", ylabel=lower_is_better("relative difference"),
+         title=f"at step {budget}: (arm - vanilla) / vanilla\nbars: 95 % t-interval")
+if paired:
+    ax_i.legend(fontsize="x-small")
+fig.tight_layout()
+savefig(fig, "04_ant_heldout", profile)
+
+# %% [markdown]
+# ### Verdicts on the held-out loss, how far training got, and convergence speed
+#
+# For each arm: the final held-out loss (mean ± sd over seeds), the fraction of the calibration
+# run's decrease it reaches, its paired difference to vanilla (overall and per interval), the
+# step at which each seed's curve first reaches *that seed's* vanilla final loss (nan: never
+# within the budget; vanilla itself reaches it at the budget), and the calibration step whose
+# loss equals the arm's final loss ("vanilla-equivalent steps": above the budget means the arm
+# is ahead of vanilla).
+
+# %%
+verdicts, speed = {}, {}
+for cell in cells:
+    summary = stats.summarize(final[cell])
+    reached = fraction_reached(cal_steps, cal_loss, summary.mean)
+    equivalent = steps_to_reach(cal_steps, cal_loss, summary.mean)
+    speed[cell] = [steps_to_reach(eval_steps, curves[cell][k], final["vanilla"][k])
+                   for k in range(len(seeds))]
+    print(f"{cell:16s} held-out loss {summary.mean:.5f} ± {summary.sd:.5f} (sd), "
+          f"{reached:.0%} of the calibration decrease, vanilla-equivalent step "
+          f"{equivalent:.0f}; reaches vanilla's final loss at steps "
+          f"{np.round(speed[cell], 0)}")
+    if cell == "vanilla" or not paired:
+        continue
+    verdicts[cell, "loss"] = stats.paired_difference(final["vanilla"], final[cell])
+    print(f"    {cell} - vanilla, all t: {verdicts[cell, 'loss']}")
+    for i, (lo, hi) in enumerate(REPORT):
+        c = stats.paired_difference(final_interval["vanilla"][:, i], final_interval[cell][:, i])
+        verdicts[cell, f"loss t {lo}-{hi}"] = c
+        print(f"        t {lo:4d}-{hi:4d}: {c}")
+
+# %% [markdown]
+# ## Bits per dimension at the end (primary)
+#
+# The DDPM variational bound on each test image's negative log-likelihood (posterior variance,
+# a decoder discretized over the data's grey levels: 17 for the bundled digits), in bits per
+# dimension; its sum over $t$ is estimated per image from 16 timesteps drawn by one importance
+# proposal (from the exact terms of the first seed's vanilla model on 32 test images), the same
+# for every arm, with draws that depend only on the seed (shared by the arms of a seed).
+
+# %%
+held_out = dataset_from_config(cfg, "test")[:1000]
+levels = 17 if cfg.data.name == "digits" else 256
+models = {key: run.ema_model() for key, run in results.items()}
+reference = elbo_terms(models["vanilla", seeds[0]], schedule, held_out[:32], levels=levels,
+                       prediction=cfg.diffusion.prediction, seed=seeds[0])
+proposal = importance_proposal(reference)
+bpd = {cell: np.array([float(elbo_terms(models[cell, s], schedule, held_out, levels=levels,
+                                        prediction=cfg.diffusion.prediction, timesteps=16,
+                                        proposal=proposal, seed=s).bits_per_dim.mean())
+                       for s in seeds]) for cell in cells}
+for cell in cells:
+    summary = stats.summarize(bpd[cell])
+    print(f"{cell:16s} bits/dim {summary.mean:.4f} ± {summary.sd:.4f} (sd over seeds)")
+    if cell != "vanilla" and paired:
+        verdicts[cell, "bpd"] = stats.paired_difference(bpd["vanilla"], bpd[cell])
+        print(f"    {cell} - vanilla: {verdicts[cell, 'bpd']}")
+
+# %% [markdown]
+# ## Fréchet distances of the final EMA models (secondary)
+#
+# `eval.num_samples` samples per model with the configured sampler, from the seed's initial
+# noise (shared by the arms of a seed), against the test split; the floor is the distance of as
+# many real training images to the same test split.
+
+# %%
+FD_LABELS = {"fd_pixel": f"{pixel_label(cfg)} FD", "fd": f"{feature_label(cfg)} FD"}
+n_samples = cfg.eval.num_samples
+samples = {key: generate(model, results[key].config, n_samples) for key, model in models.items()}
+fds = {key: distances(x, cfg) for key, x in samples.items()}
+floor = real_floor(cfg, n_samples)
+fd = {(cell, m): np.array([fds[cell, s][m] for s in seeds]) for cell in cells for m in FD_LABELS}
+print(f"{n_samples} samples per model, {cfg.eval.sampler.upper()}-{cfg.eval.sampling_steps}; "
+      + ", ".join(f"{label} real-vs-real floor {floor[m]:.3f}" for m, label in FD_LABELS.items()))
+for cell in cells:
+    print(f"{cell:16s} " + ", ".join(
+        f"{label} {stats.summarize(fd[cell, m]).mean:.3f} ± {stats.summarize(fd[cell, m]).sd:.3f}"
+        for m, label in FD_LABELS.items()) + f"  (floors {floor['fd_pixel']:.3f}, "
+        f"{floor['fd']:.3f})")
+    if cell != "vanilla" and paired:
+        for m, label in FD_LABELS.items():
+            verdicts[cell, m] = stats.paired_difference(fd["vanilla", m], fd[cell, m])
+            print(f"    {label}, {cell} - vanilla: {verdicts[cell, m]}")
+
+fig, axes = plt.subplots(1, 2, figsize=(13, 4.2))
+for ax, (m, label) in zip(axes, FD_LABELS.items(), strict=True):
+    for i, cell in enumerate(cells):
+        ax.bar(i, fd[cell, m].mean(), color=colour[cell], alpha=0.75)
+        ax.plot(np.full(len(seeds), i), fd[cell, m], "k.", ms=7)
+    ax.axhline(floor[m], color="grey", ls="--", lw=1)
+    ax.set_xticks(range(len(cells)), cells, rotation=30, ha="right")
+    ax.set(ylabel=lower_is_better(f"final {label}"),
+           title=f"{label} at step {budget} (bars: mean over {len(seeds)} seeds)")
+    legend(ax, seed_dots_key(ms=6),
+           line_key(f"real-vs-real floor ({floor[m]:.3f})", color="grey", ls="--", lw=1),
+           fontsize="small")
+fig.tight_layout()
+savefig(fig, "04_ant_fd", profile)
+
+# %% [markdown]
+# ### Samples (first seed, the same initial noise for every model)
+
+# %%
+shown = [c for c in ("vanilla", "min-SNR", "UW / snr", "UW / timestep", "PCGrad / affinity",
+                     "Nash / timestep") if c in cells]
+fig, axes = plt.subplots(1, len(shown), figsize=(4 * len(shown), 4.4), squeeze=False)
+for ax, cell in zip(axes[0], shown, strict=True):
+    show_images(ax, samples[cell, seeds[0]][:40], nrow=8,
+                title=f"{cell}\n{FD_LABELS['fd_pixel']} {fds[cell, seeds[0]]['fd_pixel']:.2f}")
 fig.tight_layout()
 savefig(fig, "04_ant_samples", profile)
 
 # %% [markdown]
-# ## Verdicts against vanilla
+# ## Findings
 #
-# For each cell and metric: the gap between vanilla's mean and the cell's (positive: the cell is
-# lower, i.e. better for the distances and KID), the larger across-seed standard deviation of the
-# two, and the paired per-seed differences. For precision and recall higher is better.
-
-# %%
-verdicts = {}
-for cell in cells[1:]:
-    for metric in METRICS:
-        sign = -1 if metric in ("precision", "recall") else 1
-        gap = sign * (final["vanilla"][metric].mean() - final[cell][metric].mean())
-        spread = max(sd["vanilla"][metric], sd[cell][metric])
-        verdicts[cell, metric] = (
-            "one seed: no verdict" if len(seeds) < 2
-            else "better" if gap > spread
-            else "worse" if -gap > spread
-            else "within noise"
-        )
-        paired = sign * (final["vanilla"][metric] - final[cell][metric])
-        if metric in ("fd_pixel", "fd"):
-            print(f"{cell:18s} {metric:8s} gap {gap:+.3f} spread {spread:.3f} "
-                  f"paired {np.round(paired, 3)} -> {verdicts[cell, metric]}")
-for metric in METRICS:
-    counts = {v: sum(verdicts[c, metric] == v for c in cells[1:])
-              for v in ("better", "within noise", "worse")}
-    print(f"{metric:9s} vs vanilla over {len(cells) - 1} cells: {counts}")
+# From the cpu run with default parameters (3 seeds, 400 steps, paired 95 % t-intervals; on
+# another CPU type the digits after the second significant one move):
+#
+# - **Budget.** Vanilla reaches 65 % of the calibration run's held-out-loss decrease (0.0847 at
+#   step 400 against 0.0730 at step 3,000): early training. Every verdict below is about that
+#   stage; none says where the arms end.
+# - **UW's transient** ends at steps 285-323 (its weights reach 1 / (2 L_i) within the printed
+#   margin), so only the last ~100 of the 400 steps are UW's steady state.
+# - **Held-out loss** (vanilla's own objective): min-SNR +0.0060 [+0.0052, +0.0069], UW / SNR
+#   +0.0028 [+0.0009, +0.0047], UW / timestep +0.0032 [+0.0018, +0.0047] over vanilla, all worse
+#   overall; every one of them is worse at low noise (t < 153: +0.046, +0.014, +0.019) and
+#   better at t >= 394 (each interval's interval excludes zero), as their weightings predict.
+#   None reaches vanilla's final loss within the run (convergence speed: no gain seen).
+# - **Bits/dim**: vanilla 3.32; min-SNR +0.79 [+0.66, +0.91], UW / SNR +0.17 [+0.08, +0.25], UW /
+#   timestep +0.22 [+0.16, +0.27]: worse (the bound is dominated by low-noise terms).
+# - **Fréchet distances** (secondary, 500 samples): min-SNR's classifier-feature FD is lower
+#   than vanilla's (-0.31 [-0.47, -0.15]); every other FD comparison gives no verdict (UW / SNR
+#   +0.36 [-0.37, +1.08]). The printed real-vs-real floors (1.135 / 0.782) use the first 500
+#   training images, which are not a random subset and overstate the floor (a random 500
+#   gives about 0.48 / 0.45).
+# - So the paper's "every ANT cell beats vanilla" is not seen at this budget: the UW cells trade
+#   low-noise loss for high-noise loss and give no verdict in sample quality; the run is too
+#   short (65 % of the calibration decrease, ~100 steady-state UW steps) to tell the end state.
 
 # %% [markdown]
-# ## Findings at cpu scale (seeds 0, 1, 2; 500 steps; `make figures`, 2026-12-02)
+# ## What this run supports (asserted)
 #
-# Final distances, mean ± sd over the three seeds (vanilla: pixel FD 1.12 ± 0.04, classifier FD
-# 3.28 ± 0.03). This run has the EMA warm-up and NashMTL's published update scale (solved on the
-# raw Gramian, update clipped at norm 1); earlier runs had neither.
-#
-# - **The paper's Table 1 does not reproduce in the FID-like metric.** In classifier-feature FD,
-#   of the nine method x clustering cells 2 beat vanilla beyond the spread (Nash / affinity
-#   2.78 ± 0.27, PCGrad / affinity 2.90 ± 0.12), 5 are within noise and 2 are clearly worse:
-#   UW on timestep and SNR clusters (4.74 ± 0.18 and 4.50 ± 0.13, every seed worse).
-# - **In pixel FD most cells do beat vanilla**: 7 of 11 (Nash on every clustering, 0.97-0.98;
-#   UW on SNR and affinity clusters, 1.06 and 0.94; PCGrad / timestep, 1.08; min-SNR, 1.00),
-#   while PCGrad / affinity is worse (1.45 ± 0.10). Precision rises in 10 cells and falls in
-#   none; recall falls in 7, most for P2 and UW on timestep and SNR clusters (0.78-0.83 vs 0.90).
-# - **The two metrics disagree for UW.** Its weights end within 1-12 % of $1/(2L_i)$ (inside the
-#   step-to-step fluctuation of that target) and span a factor of about 250 between the lowest-
-#   and highest-noise clusters (6.4 vs 1,600 on timestep clusters), so it trains almost only the
-#   high-noise tasks: the global layout of the samples (pixel statistics) holds or improves, the
-#   digit identity the classifier sees degrades.
-# - **Nash's alpha is unstable between re-solves**: every 25 steps the high-noise clusters' alpha
-#   jumps by an order of magnitude (weights figure) while the lowest-noise cluster's stays
-#   steady; the residual check passed at every solve, so this is the Gramian changing, not the
-#   solver.
-# - **Baselines.** min-SNR-5 beats vanilla in both metrics (pixel 1.00 ± 0.06, feature
-#   3.00 ± 0.08, every seed); P2 is within noise in pixels and worse in features (3.92). The
-#   paper's "UW beats min-SNR" (their DiT table) is not supported: the best UW cell (affinity)
-#   ties min-SNR in pixels (0.94 ± 0.06 vs 1.00 ± 0.06) and in features (3.12 ± 0.20 vs
-#   3.00 ± 0.08).
-# - **Affinity clusters** from this small U-Net are narrow at low noise and wide at high noise
-#   ((0-49), (50-199 or 50-149), ..., (500 or 550-999)), unlike the equal-width and SNR
-#   clusters; on them every method is at least level with vanilla in features.
-#
-# Caveats: 500 steps is early training (every distance is still falling steeply at the end),
-# the model has 160k parameters, and the "beats" rule (gap > larger sd) is loose with 3 seeds:
-# it calls a difference in about 21 % of comparisons where there is none.
-# The paper trains ADM/LDM for hundreds of thousands of steps on FFHQ and CelebA-HQ.
-
-# %% [markdown]
-# ## What this run supports
-#
-# Every profile: nothing beyond running (a non-finite loss or metric stops a run with an error).
-# Under `cpu` and `paper`: every cell trains to a falling distance (pixel and classifier FD, mean over seeds,
-# first evaluation against the last), and UW's weights end near $1/(2L_i)$ with the largest
-# weight on the cluster of lowest loss, as the paper describes. "Near" is measured against the
-# run's own noise: the target $1/(2L_i)$ of single steps fluctuates over the last 25 steps, and
-# the learned weight must lie within 3 standard deviations of that fluctuation (in log space) of
-# its smoothed value. A fixed 10 % margin held on one machine and failed on another (the noisy,
-# still-growing weight of the highest-noise cluster). Which cells beat vanilla is printed above and discussed in the findings; it is not
-# asserted, because several verdicts rest on gaps of one or two seed spreads.
+# Every profile: the code paths run (a non-finite loss or metric stops a run with an error).
+# Under `cpu` and `paper`: the calibration curve decreases (else no fraction is defined), every
+# arm's held-out loss falls over training (mean over seeds, first evaluation against the last),
+# and wherever UW's transient has ended, its largest weight sits on the cluster of lowest loss,
+# the mechanism the paper describes. Which arms beat vanilla is the printed verdicts; they are
+# not asserted, because their intervals, not a fixed threshold, are the claim.
 
 # %%
-# (Non-finite losses and metrics stop a run with an error; nothing to assert about them here.)
 if not config.is_smoke(profile):
-    for cell in CELLS:
-        for metric in ("fd_pixel", "fd"):
-            first, last = curves[cell][metric].mean(0)[[0, -1]]
-            assert last < first, f"{cell}: {metric} did not fall ({first:.3f} -> {last:.3f})"
-    for clustering in CLUSTERINGS:
-        losses = np.array(results[f"UW / {clustering}", seeds[0]].history.cluster_losses)
-        lowest = losses[-window:].mean(0).argmin()
-        assert uw_end[clustering].argmax() == lowest, (
-            f"UW / {clustering}: the largest weight is not on the lowest-loss cluster {lowest}: "
-            f"{uw_end[clustering]}"
-        )
-        gap = np.abs(np.log(uw_end[clustering] / uw_optimum[clustering]))
-        noise = np.log(0.5 / losses[-window:]).std(axis=0)  # single steps' targets, log space
-        assert (gap <= 3 * noise).all(), (
-            f"UW / {clustering}: weights {uw_end[clustering]} are further from 1/(2 L_i) "
-            f"{uw_optimum[clustering]} than 3x its fluctuation (log gap {gap}, noise {noise})"
-        )
-print({cell: verdicts[cell, "fd_pixel"] for cell in cells[1:]})
+    assert cal_loss[-1] < cal_loss[0], (
+        f"the calibration run's held-out loss did not fall ({cal_loss[0]:.5f} -> "
+        f"{cal_loss[-1]:.5f})")
+    for cell in cells:
+        first, last = curves[cell].mean(0)[[0, -1]]
+        assert last < first, f"{cell}: held-out loss did not fall ({first:.5f} -> {last:.5f})"
+    for (cell, s), end in transient.items():
+        if np.isfinite(end):
+            losses = np.array(results[cell, s].history.cluster_losses)[-window:].mean(0)
+            assert uw_end[cell, s].argmax() == losses.argmin(), (
+                f"{cell}, seed {s}: after its transient UW's largest weight is not on the "
+                f"lowest-loss cluster {losses.argmin()}: weights {uw_end[cell, s]}")
+print({key: c.verdict for key, c in verdicts.items()})
 
 # %% [markdown]
-# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+# The numbers above as data: `results.json` in this run's folder
+# (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
 
 # %%
 this_run.save_results(
-    {"final": final, "verdicts": verdicts, "uw_weights": uw_end}, config=cfg, seeds=seeds
+    {
+        "heldout_final": final,
+        "heldout_final_interval": final_interval,
+        "bits_per_dim": bpd,
+        "fd": {f"{cell} {m}": v for (cell, m), v in fd.items()},
+        "fd_floor": floor,
+        "steps_to_vanilla_final": speed,
+        "uw_transient_end": {f"{cell} seed {s}": v for (cell, s), v in transient.items()},
+        "verdicts": {f"{cell} {what}": str(c) for (cell, what), c in verdicts.items()},
+    },
+    config=cfg,
+    seeds=seeds,
 )
