@@ -496,8 +496,9 @@ savefig(fig, "04_ant_samples", profile)
 #   timestep +0.22 [+0.16, +0.27]: worse (the bound is dominated by low-noise terms).
 # - **Fréchet distances** (secondary, 500 samples): min-SNR's classifier-feature FD is lower
 #   than vanilla's (-0.31 [-0.47, -0.15]); every other FD comparison gives no verdict (UW / SNR
-#   +0.36 [-0.37, +1.08]). The printed real-vs-real floors (1.135 / 0.782) use the first 500
-#   training images, which are not a random subset and overstate the floor (a random 500
+#   +0.36 [-0.37, +1.08]). This run's real-vs-real floors (1.135 / 0.782) used the first 500
+#   training images, which are not a random subset and overstate the floor (fixed in the core
+#   after this run) (a random 500
 #   gives about 0.48 / 0.45).
 # - So the paper's "every ANT cell beats vanilla" is not seen at this budget: the UW cells trade
 #   low-noise loss for high-noise loss and give no verdict in sample quality; the run is too

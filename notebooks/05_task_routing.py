@@ -509,8 +509,8 @@ else:
 #   [144, 218] steps behind vanilla's level at step 200). This reproduces the paper's control.
 # - **Fréchet distances** (secondary, 200 samples): only R-TR's classifier-feature FD is higher
 #   than vanilla's (+0.52 [+0.31, +0.73]); DTR vs vanilla gives no verdict. The printed real
-#   floor at 200 images (3.23 / 2.40) is ABOVE the models' distances because it uses the first
-#   200 training images, which are not a random subset (a random 200 gives about 0.9-1.4 /
+#   floor at 200 images (3.23 / 2.40) is ABOVE the models' distances because this run used the
+#   first 200 training images, which are not a random subset (fixed in the core after it) (a random 200 gives about 0.9-1.4 /
 #   0.9-1.0): read the FDs against each other, not against that floor.
 # - The DiT and the DTR x {min-SNR, ANT-UW} table run under the paper profile only (see above).
 #
