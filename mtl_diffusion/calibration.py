@@ -57,13 +57,18 @@ def calibration_run(config: Config, steps: int | None = None) -> RunResult:
     return train_run(calibration_config(config, steps), "calibration")
 
 
-def fraction_reached(steps: Sequence[int], values: Sequence[float], value: float) -> float:
+def fraction_reached(
+    steps: Sequence[int], values: Sequence[float], value: float, strict: bool = True
+) -> float:
     """How far `value` has come along the calibration curve's decrease, (v_0 - value) /
     (v_0 - v_end) with v_0 the first and v_end the last value (1: the calibration endpoint;
-    above 1: beyond it)."""
+    above 1: beyond it). A curve that does not decrease raises, or gives nan when not `strict`
+    (a smoke calibration of a few steps need not decrease)."""
     v = _curve(steps, values)
     drop = v[0] - v[-1]
     if not drop > 0:
+        if not strict:
+            return float("nan")
         raise ValueError(f"the calibration curve does not decrease ({v[0]:.4g} -> {v[-1]:.4g})")
     return float((v[0] - value) / drop)
 

@@ -7,21 +7,27 @@ and replicates see different noise, so their spread includes the evaluation's ow
 
     evals = heldout_metrics(model, config)     # {"heldout_loss": ..., "heldout_loss@25": ...}
     steps, values = heldout_series(history, (0, 199))   # inclusive, like every Interval
+
+The second primary metric, the variational bound in bits per dimension on the same test
+images and the same per-replicate noise, is ``heldout_bits_per_dim``; one importance proposal
+over t (``bits_per_dim_proposal``) is shared by every arm so that they share the draws too.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from torch import nn
+from torch import Tensor, nn
 
 from mtl_diffusion.builders import dataset_from_config, schedule_from_config
 from mtl_diffusion.clustering import Interval
 from mtl_diffusion.config import Config
-from mtl_diffusion.likelihood import timestep_losses
+from mtl_diffusion.likelihood import elbo_terms, importance_proposal, timestep_losses
 from mtl_diffusion.train import History
 
 GRID_SIZE = 20  # timesteps per evaluation; 50 steps apart at T = 1000
 MAX_IMAGES = 1000  # the first images of the test split (the digits have 450)
+BPD_TIMESTEPS = 16  # importance-sampled transition terms of the bound per image
+PROPOSAL_IMAGES = 32  # test images of the exact bound that shapes the shared proposal
 EVAL_NOISE_SEED = 2024  # replicate r (config.seed = r) evaluates from EVAL_NOISE_SEED + r
 KEY = "heldout_loss"
 
@@ -92,3 +98,50 @@ def heldout_series(
     return [int(e["step"]) for e in history.evals], [
         interval_loss(e, interval) for e in history.evals
     ]
+
+
+def data_levels(config: Config) -> int:
+    """Grey levels of the data's grid, for the bound's discrete decoder: 17 for the bundled
+    digits (values 0..16), 256 for 8-bit image folders."""
+    return 17 if config.data.name == "digits" else 256
+
+
+def bits_per_dim_proposal(reference: nn.Module, config: Config) -> Tensor:
+    """The importance proposal over t shared by every arm: from the exact bound of `reference`
+    (e.g. the first seed's baseline) on the first PROPOSAL_IMAGES test images."""
+    x0 = dataset_from_config(config, "test")[:PROPOSAL_IMAGES]
+    terms = elbo_terms(
+        reference,
+        schedule_from_config(config),
+        x0,
+        prediction=config.diffusion.prediction,
+        levels=data_levels(config),
+        seed=eval_noise_seed(config),
+    )
+    return importance_proposal(terms)
+
+
+def heldout_bits_per_dim(
+    model: nn.Module,
+    config: Config,
+    proposal: Tensor | None,
+    images: int = MAX_IMAGES,
+    timesteps: int | None = BPD_TIMESTEPS,
+) -> float:
+    """The DDPM bound of `model` in bits per dimension, mean over the first `images` test
+    images: the sum over t estimated from `timesteps` draws of `proposal` per image (None and
+    None: the exact sum over all T - 1 terms), noise from eval_noise_seed(config), so that the
+    arms of a replicate share every draw."""
+    if images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
+    terms = elbo_terms(
+        model,
+        schedule_from_config(config),
+        dataset_from_config(config, "test")[:images],
+        prediction=config.diffusion.prediction,
+        levels=data_levels(config),
+        seed=eval_noise_seed(config),
+        timesteps=timesteps,
+        proposal=proposal,
+    )
+    return float(terms.bits_per_dim.mean())

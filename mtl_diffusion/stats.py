@@ -11,13 +11,14 @@ the sample standard deviation (ddof = 1) over replicates.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import stats as scipy_stats
 
 METHODS = ("t", "bootstrap")
+VERDICTS = ("lower", "higher", "no verdict")
 BOOTSTRAP_DRAWS = 10_000
 
 
@@ -91,6 +92,25 @@ def paired_difference(
         means = d[rng.integers(0, len(d), (BOOTSTRAP_DRAWS, len(d)))].mean(axis=1)
         low, high = np.quantile(means, [0.5 - confidence / 2, 0.5 + confidence / 2])
     return Comparison(mean, float(low), float(high), len(d), confidence, method)
+
+
+def check_verdicts(
+    stated: Mapping[Hashable, str], computed: Mapping[Hashable, str]
+) -> tuple[dict, dict]:
+    """A notebook's stated verdicts against the ones its run computed: (differ, reversed), each
+    key -> (stated, computed). `differ` holds every stated verdict the run does not reproduce;
+    `reversed` only those it contradicts ("lower" against "higher"), the one disagreement that
+    refutes a statement rather than failing to support it: an interval that ends near zero can
+    move into or out of "no verdict" on another CPU type, a reversal cannot by rounding."""
+    bad = {k: v for k, v in {**stated, **computed}.items() if v not in VERDICTS}
+    if bad:
+        raise ValueError(f"verdicts must be one of {VERDICTS}, got {bad}")
+    missing = [k for k in stated if k not in computed]
+    if missing:
+        raise KeyError(f"stated verdicts that the run did not compute: {missing}")
+    differ = {k: (v, computed[k]) for k, v in stated.items() if computed[k] != v}
+    reverse = {k: v for k, v in differ.items() if "no verdict" not in v}
+    return differ, reverse
 
 
 def _finite(values: Sequence[float] | np.ndarray, name: str, min_count: int) -> np.ndarray:

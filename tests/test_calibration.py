@@ -35,6 +35,9 @@ def test_plateau_of_an_exponential_decay_is_its_closed_form() -> None:
 def test_bad_curves_are_refused() -> None:
     with pytest.raises(ValueError, match="does not decrease"):
         fraction_reached([1, 2], [1.0, 1.0], 0.5)
+    assert math.isnan(fraction_reached([1, 2], [1.0, 1.0], 0.5, strict=False))
+    with pytest.raises(ValueError, match="finite"):  # not strict about the curve itself
+        fraction_reached([1, 2], [1.0, float("nan")], 0.5, strict=False)
     with pytest.raises(ValueError, match="must increase"):
         plateau_step([2, 1], [1.0, 0.5])
     with pytest.raises(ValueError, match="fraction"):

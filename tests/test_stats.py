@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mtl_diffusion.stats import paired_difference, summarize
+from mtl_diffusion.stats import VERDICTS, check_verdicts, paired_difference, summarize
 
 
 def test_the_t_interval_is_scipys_paired_t_interval() -> None:
@@ -69,3 +69,28 @@ def test_summary_uses_the_sample_standard_deviation() -> None:
 def test_bad_replicates_are_refused(a, b, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         paired_difference(a, b)
+
+
+def test_check_verdicts_separates_a_reversal_from_a_lost_verdict() -> None:
+    pairs = [(a, b) for a in VERDICTS for b in VERDICTS]
+    stated = {i: a for i, (a, _) in enumerate(pairs)}
+    differ, reverse = check_verdicts(stated, {i: b for i, (_, b) in enumerate(pairs)})
+    assert sorted(differ) == [i for i, (a, b) in enumerate(pairs) if a != b]
+    assert sorted(reverse) == [pairs.index(("lower", "higher")), pairs.index(("higher", "lower"))]
+    with pytest.raises(KeyError, match="did not compute"):
+        check_verdicts({"x": "lower"}, {})
+    with pytest.raises(ValueError, match="must be one of"):
+        check_verdicts({"x": "better"}, {"x": "better"})
+
+
+def test_a_rerun_on_other_rounding_loses_verdicts_but_does_not_reverse_them() -> None:
+    # a true effect near the edge of detection, re-measured with a 1 % perturbation (another
+    # CPU's rounding): verdicts move in and out of "no verdict", never to the opposite sign
+    rng = np.random.default_rng(3)
+    a = rng.normal(0, 1.0, (400, 3))
+    b = a - 0.5 + rng.normal(0, 0.3, (400, 3))
+    moved = b * (1 + rng.normal(0, 0.01, b.shape))
+    stated = {i: paired_difference(a[i], b[i]).verdict for i in range(len(a))}
+    rerun = {i: paired_difference(a[i], moved[i]).verdict for i in range(len(a))}
+    differ, reverse = check_verdicts(stated, rerun)
+    assert differ and not reverse
