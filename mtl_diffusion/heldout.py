@@ -106,10 +106,14 @@ def data_levels(config: Config) -> int:
     return 17 if config.data.name == "digits" else 256
 
 
-def bits_per_dim_proposal(reference: nn.Module, config: Config) -> Tensor:
+def bits_per_dim_proposal(
+    reference: nn.Module, config: Config, images: int = PROPOSAL_IMAGES
+) -> Tensor:
     """The importance proposal over t shared by every arm: from the exact bound of `reference`
-    (e.g. the first seed's baseline) on the first PROPOSAL_IMAGES test images."""
-    x0 = dataset_from_config(config, "test")[:PROPOSAL_IMAGES]
+    (e.g. the first seed's baseline) on the first `images` test images (T - 1 terms each)."""
+    if images < 1:
+        raise ValueError(f"images must be >= 1, got {images}")
+    x0 = dataset_from_config(config, "test")[:images]
     terms = elbo_terms(
         reference,
         schedule_from_config(config),

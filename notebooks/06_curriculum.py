@@ -96,7 +96,12 @@ from mtl_diffusion.difficulty import (
 )
 from mtl_diffusion.ema import ema_decay
 from mtl_diffusion.evaluation import distances, feature_label, pixel_label, real_floor
-from mtl_diffusion.heldout import heldout_curves, heldout_series
+from mtl_diffusion.heldout import (
+    bits_per_dim_proposal,
+    heldout_bits_per_dim,
+    heldout_curves,
+    heldout_series,
+)
 from mtl_diffusion.plotting import (
     cluster_label,
     legend,
@@ -107,7 +112,7 @@ from mtl_diffusion.plotting import (
     set_style,
 )
 from mtl_diffusion.runs import generate, train_many
-from mtl_diffusion.stats import paired_difference, summarize
+from mtl_diffusion.stats import check_verdicts, paired_difference, summarize
 
 set_style()
 # this notebook's scale per profile (cpu: 3 arms x 3 seeds x 400 steps = 3,600 U-Net steps)
@@ -284,12 +289,9 @@ def ema_share(step: int) -> float:
 
 
 def fraction(value: float) -> float:
-    """Fraction of the calibration curve's decrease that `value` reaches (nan if the curve does
-    not decrease, as a smoke calibration of a few steps need not)."""
-    try:
-        return fraction_reached(cal_steps, cal_loss, value)
-    except ValueError:
-        return float("nan")
+    """Fraction of the calibration curve's decrease that `value` reaches (nan under smoke, whose
+    calibration of a few steps need not decrease)."""
+    return fraction_reached(cal_steps, cal_loss, value, strict=not config.is_smoke(profile))
 
 
 print("training seconds per run:",
@@ -427,6 +429,30 @@ for k, (label, key) in enumerate(zip(LABELS, ("fd", "fd_pixel"), strict=True)):
             print(f"  {name} - uniform:", fd_compare[name, key])
 
 # %% [markdown]
+# ## Bits per dimension at the end (primary)
+#
+# The DDPM variational bound on the test split in bits per dimension
+# (`mtl_diffusion.heldout.heldout_bits_per_dim`: a decoder discretized over the data's grey
+# levels, the sum over $t$ estimated per image from 16 timesteps of one importance proposal
+# shared by every arm, the replicate's evaluation noise); arm minus uniform, paired.
+
+# %%
+# test images of the bound, and of the exact bound that shapes the shared proposal
+bpd_images, proposal_images = config.by_profile(
+    {"smoke": (16, 8), "cpu": (1000, 32), "paper": (1000, 32)}, profile)
+proposal = bits_per_dim_proposal(runs["uniform"][0].ema_model(), cfg, proposal_images)
+bpd = {name: np.array([heldout_bits_per_dim(r.ema_model(), r.config, proposal, bpd_images)
+                       for r in rs]) for name, rs in runs.items()}
+bpd_compare = {}
+for name in arms:
+    print(f"{name:16s} bits/dim at step {steps}: {summarize(bpd[name]).mean:.4f} "
+          f"(sd {summarize(bpd[name]).sd:.4f})")
+for name in CURRICULA:
+    if len(seeds) > 1:
+        bpd_compare[name, "bpd"] = paired_difference(bpd["uniform"], bpd[name])
+        print(f"  {name} - uniform:", bpd_compare[name, "bpd"])
+
+# %% [markdown]
 # ## What this run supports
 #
 # The verdicts are the paired 95 % t-intervals printed above (arm minus uniform, 3 seeds): read
@@ -472,6 +498,19 @@ if not config.is_smoke(profile):
     assert cal_loss[-1] < cal_loss[0], f"the calibration curve does not decrease: {cal_loss}"
     # (a) by progress, the least noisy cluster finishes its decrease after the noisiest one
     assert converge_progress[0] > converge_progress[-1], f"progress: {converge_progress}"
+described = (seed, num_seeds, steps, num_clusters, curriculum_fraction, config_overrides) == (
+    0, 0, 0, 5, 0.1, "")
+if profile == "cpu" and described:
+    last = len(eval_steps) - 1
+    stated = {("curriculum", "all t", j): "higher" for j in range(1, last + 1)}  # from step 25
+    stated |= {("anti-curriculum", "all t", last): "lower", ("anti-curriculum", "fd"): "lower",
+               ("anti-curriculum", "fd_pixel"): "no verdict", ("curriculum", "fd"): "no verdict",
+               ("curriculum", "fd_pixel"): "no verdict"}
+    computed = {k: c.verdict for k, c in compare.items()}
+    computed |= {k: c.verdict for k, c in (fd_compare | bpd_compare).items()}
+    differ, reverse = check_verdicts(stated, computed)
+    print("verdicts that differ from the prose (stated, computed):", differ or "none")
+    assert not reverse, f"the run contradicts the verdicts stated above: {reverse}"
 
 # %% [markdown]
 # The numbers above as data: `results.json` in this run's folder
@@ -480,7 +519,7 @@ if not config.is_smoke(profile):
 # %%
 this_run.save_results(
     {"eval_steps": eval_steps, "heldout": {f"{a} | {i}": v for (a, i), v in curve.items()},
-     "steps_to_uniform_final": reach, "final_fd": fd, "real_floor": floor,
+     "steps_to_uniform_final": reach, "final_fd": fd, "real_floor": floor, "bits_per_dim": bpd,
      "ema_share_final": ema_share(steps), "phase_end": phase_end,
      "converge_progress": converge_progress},
     config=cfg, seeds=seeds,

@@ -77,8 +77,8 @@ from mtl_diffusion.builders import (
 )
 from mtl_diffusion.clustering import timestep_clusters
 from mtl_diffusion.difficulty import interval_losses
-from mtl_diffusion.evaluation import distances, feature_label, pixel_label
-from mtl_diffusion.likelihood import elbo_terms, importance_proposal
+from mtl_diffusion.evaluation import feature_label, pixel_label, real_floor
+from mtl_diffusion.heldout import bits_per_dim_proposal, heldout_bits_per_dim
 from mtl_diffusion.meme import (
     ConvBlock,
     MixedUNet,
@@ -459,18 +459,16 @@ if len(seeds) > 1:
 #
 # The DDPM variational bound on each test image's negative log-likelihood (posterior variance
 # $\tilde\beta_t$, a decoder discretized over the data's grey levels: 17 for the bundled digits),
-# in bits per dimension. Its sum over $t$ is estimated per image from 16 timesteps drawn by an
-# importance proposal, measured once on 32 images with the first seed's shared model, and the
-# same for every arm; the draws depend only on the seed, so the arms of a seed share them.
+# in bits per dimension (`mtl_diffusion.heldout.heldout_bits_per_dim`). Its sum over $t$ is
+# estimated per image from 16 timesteps drawn by an importance proposal, measured once on 32
+# images with the first seed's shared model, and the same for every arm; the draws come from the
+# replicate's evaluation noise, so the arms of a seed share them.
 
 # %%
-levels = 17 if shared_cfg.data.name == "digits" else 256
-reference = elbo_terms(models["shared", seeds[0]], schedule, held_out[:32], levels=levels,
-                       prediction=prediction, seed=seeds[0])
-proposal = importance_proposal(reference)
-bpd = {arm: np.array([float(elbo_terms(models[arm, s], schedule, held_out, levels=levels,
-                                       prediction=prediction, timesteps=16, proposal=proposal,
-                                       seed=s).bits_per_dim.mean()) for s in seeds])
+proposal = bits_per_dim_proposal(models["shared", seeds[0]], shared_cfg,
+                                  config.by_profile({"smoke": 8, "cpu": 32, "paper": 32}, profile))
+bpd = {arm: np.array([heldout_bits_per_dim(models[arm, s], results[arm, s].config, proposal,
+                                           images=len(held_out)) for s in seeds])
        for arm in ARMS}
 print("bits per dimension (mean over test images, then over seeds): "
       + ", ".join(f"{arm} {v.mean():.3f}" for arm, v in bpd.items()))
@@ -486,12 +484,10 @@ if len(seeds) > 1:
 # Left: the training loss (batch mean, moving average, mean over seeds). Right: the Fréchet
 # distance of `eval.num_samples` samples (the profile's sampler) to the test images over
 # training, mean over seeds with the seeds as dots; the grey line is the real-vs-real floor at
-# the same sample size (training images vs test images).
+# the same sample size (a fixed random subset of the training images vs the test images).
 
 # %%
-train_x = dataset_from_config(shared_cfg)
-n_eval = shared_cfg.eval.num_samples
-floor = distances(train_x[:n_eval], shared_cfg)
+floor = real_floor(shared_cfg)  # eval.num_samples training images, a fixed random subset
 fd_name = {"fd": f"{feature_label(shared_cfg)} FD", "fd_pixel": f"{pixel_label(shared_cfg)} FD"}
 eval_steps = results["shared", seeds[0]].history.eval_series("fd")[0]
 fds = {(arm, m): np.array([results[arm, s].history.eval_series(m)[1] for s in seeds])
@@ -512,7 +508,7 @@ axes[0].legend(fontsize="small")
 for ax, m in zip(axes[1:], fd_name, strict=True):
     ax.axhline(floor[m], color="grey", ls="--", lw=1)
     ax.set(yscale="log", xlabel="training step", ylabel=lower_is_better(fd_name[m]),
-           title=f"{n_eval} samples, {shared_cfg.eval.sampler.upper()}-"
+           title=f"{shared_cfg.eval.num_samples} samples, {shared_cfg.eval.sampler.upper()}-"
                  f"{shared_cfg.eval.sampling_steps}")
     legend(ax, seed_dots_key(), line_key(f"real-vs-real floor ({floor[m]:.2f})", color="grey",
                                          ls="--", lw=1), fontsize="small")
