@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
-from mtl_diffusion.config import Config, apply, is_smoke
+from mtl_diffusion.config import Config, apply, is_smoke, load, parse_overrides
+from mtl_diffusion.plan import policy
 from mtl_diffusion.runs import RunResult, train_run
 
 CPU_STEPS = 3000  # 5x the notebooks' former budget; the curve in each notebook shows the rest
@@ -55,6 +57,20 @@ def calibration_config(config: Config, steps: int | None = None) -> Config:
 def calibration_run(config: Config, steps: int | None = None) -> RunResult:
     """The cached calibration run of `config`'s model size (trained on first use)."""
     return train_run(calibration_config(config, steps), "calibration")
+
+
+def shared_calibration(profile: str, config_overrides: str = "") -> Config | None:
+    """The base config whose calibration run notebooks 02 and 04-06 share under `profile` with
+    these overrides (each calls calibration_run on it), or None where missing runs are planned
+    as jobs instead of trained here (the paper profile)."""
+    base = load(profile, parse_overrides(config_overrides))
+    return None if policy(base) == "plan" else base
+
+
+def train_calibration(base: Config) -> float:
+    """Train (or load) `base`'s calibration run on one thread, as a notebook would; seconds."""
+    torch.set_num_threads(1)
+    return calibration_run(base).history.seconds
 
 
 def fraction_reached(

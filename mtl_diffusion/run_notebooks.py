@@ -8,6 +8,8 @@ Percent-format sources in notebooks/ are converted with jupytext. An executed no
 its run folder build/runs/<profile>/<notebook>/<name=value,...>/ (see mtl_diffusion.notebook),
 beside its figures; prepared ones to build/notebooks/<profile>/; the wall time of each run is
 kept in build/notebooks/<profile>/runtimes.json, which the next run's time estimates read.
+With --jobs > 1, the calibration run that several notebooks share is trained first, in a slot
+of its own.
 A -p name the notebook does not declare, or -p profile, is refused before anything runs;
 relative data.path / eval.feature_net in config_overrides are resolved against the caller's
 working directory.
@@ -24,7 +26,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from mtl_diffusion.config import PROFILES, parse_overrides
+from mtl_diffusion.calibration import shared_calibration, train_calibration
+from mtl_diffusion.config import PROFILES, Config, parse_overrides
 from mtl_diffusion.notebook import (
     PUBLISH_ENV,
     check_parameters,
@@ -35,6 +38,7 @@ from mtl_diffusion.notebook_progress import Monitor
 from mtl_diffusion.paths import BUILD, NOTEBOOKS
 
 PATH_KEYS = ("data.path", "eval.feature_net")
+CALIBRATION_CALL = "calibration_run("  # in a notebook's source: it trains on the calibration run
 INLINE = "module://matplotlib_inline.backend_inline"  # executed notebooks keep their figures
 
 
@@ -131,10 +135,14 @@ def run(
                 outcomes[nb.stem] = err
     else:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
+            first = calibration_first(notebooks, profile, params, prepare_only)
+            warm = pool.submit(train_calibration, first) if first is not None else None
             futures = {
                 nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks
             }
             outcomes = {name: f.exception() or f.result() for name, f in futures.items()}
+            if warm is not None and warm.exception() is not None:  # each notebook retries it
+                print(f"training the calibration run first failed: {warm.exception()!r}")
     if monitor is not None:
         monitor.stop()
     failed = {k: v for k, v in outcomes.items() if isinstance(v, BaseException)}
@@ -154,6 +162,17 @@ def run(
             f"{len(failed)} notebook(s) failed (executed copies in "
             f"{BUILD / 'notebooks' / profile}):\n{details}"
         )
+
+
+def calibration_first(
+    notebooks: list[Path], profile: str, params: dict[str, object], prepare_only: bool
+) -> Config | None:
+    """The calibration run's base config when two or more of `notebooks` train on it and this
+    profile trains inline: run() trains it first in its own slot, beside the first notebooks,
+    instead of inside one notebook while the others wait on its cache lock."""
+    if prepare_only or sum(CALIBRATION_CALL in nb.read_text() for nb in notebooks) < 2:
+        return None
+    return shared_calibration(profile, str(params.get("config_overrides", "")))
 
 
 def check_params(notebooks: list[Path], profile: str, params: dict[str, object]) -> dict:

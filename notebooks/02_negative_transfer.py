@@ -51,7 +51,9 @@
 # all-task model approaches the calibration plateau. It cannot show the gap at convergence of the
 # *specialists* (they train at most $S/k$ steps), and it measures the denoising loss, not sample
 # quality: the paper's hybrid-sampler FID is left out at this scale (sampling costs about 10-15 s
-# per model and evaluation, more than the budget allows), as is the comparison of MTL methods on
+# per model and evaluation, more than the budget allows). Bits/dim, the other primary metric of
+# notebooks 04-06, is left out by design: the bound sums over every $t$, and a specialist is not
+# trained outside $I$. So is the comparison of MTL methods on
 # the gap (UW, PCGrad, NashMTL: notebook 04 compares those methods). Under the cpu profile only the
 # lowest- and highest-noise intervals get a specialist (the budget is about 4000 U-Net steps in
 # all); the paper profile trains all 5.

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 from pathlib import Path
 
 import pytest
 
 from mtl_diffusion import run_notebooks
+from mtl_diffusion.cache import cache_key
+from mtl_diffusion.calibration import calibration_config
+from mtl_diffusion.config import load
 from mtl_diffusion.run_notebooks import sources
 
 
@@ -82,3 +86,37 @@ def test_the_monitor_reports_the_running_notebooks_cells(tmp_path: Path, capsys)
     lines = capsys.readouterr().out.splitlines()
     assert lines and all("04_ant" not in line for line in lines)
     assert "02_negative_transfer: 1 of 3 cells done, 0 min in (30 min last time)" in lines[-1]
+
+
+def test_the_shared_calibration_run_is_the_one_the_notebooks_load() -> None:
+    calibration_notebooks = sources(["02", "04", "05", "06"])
+    first = run_notebooks.calibration_first(calibration_notebooks, "cpu", {}, False)
+    # what notebook 04 builds its calibration run from: the profile and its own cpu scale
+    notebook_04 = load("cpu", {"train.steps": 400, "train.eval_every": 40})
+    assert cache_key(calibration_config(first), "calibration") == cache_key(
+        calibration_config(notebook_04), "calibration"
+    )
+    wider = {"config_overrides": "model.base_channels=16"}
+    first = run_notebooks.calibration_first(calibration_notebooks, "cpu", wider, False)
+    assert first.model.base_channels == 16
+    assert run_notebooks.calibration_first(calibration_notebooks, "cpu", {}, True) is None
+    assert run_notebooks.calibration_first(sources(["00", "04"]), "cpu", {}, False) is None
+    assert run_notebooks.calibration_first(calibration_notebooks, "paper", {}, False) is None
+
+
+def fake_train_calibration(base) -> float:
+    """Stands in for the calibration run: marks the file named by FAKE_CALIBRATION_MARK."""
+    Path(os.environ["FAKE_CALIBRATION_MARK"]).write_text(base.profile)
+    return 1.0
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="needs forked workers")
+def test_several_jobs_train_the_calibration_run_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_notebooks, "run_one", fake_run_one)
+    monkeypatch.setattr(run_notebooks, "BUILD", tmp_path)
+    monkeypatch.setattr(run_notebooks, "train_calibration", fake_train_calibration)
+    monkeypatch.setenv("FAKE_CALIBRATION_MARK", str(tmp_path / "trained"))
+    run_notebooks.run("cpu", ["00", "02", "04"], {}, prepare_only=False, jobs=2)
+    assert (tmp_path / "trained").read_text() == "cpu"
