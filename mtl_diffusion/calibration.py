@@ -22,6 +22,7 @@ from mtl_diffusion.runs import RunResult, train_run
 
 CPU_STEPS = 3000  # 5x the notebooks' former budget; the curve in each notebook shows the rest
 EVALUATIONS = 30  # held-out loss evaluations along the calibration run
+SMOKE_EVALUATIONS = 3  # under the smoke profiles, whose curve only proves the code path
 
 
 def calibration_steps(config: Config) -> int:
@@ -35,6 +36,7 @@ def calibration_steps(config: Config) -> int:
 def calibration_config(config: Config, steps: int | None = None) -> Config:
     """`config`'s data, model size and optimiser, trained the plain way for `steps`."""
     steps = calibration_steps(config) if steps is None else steps
+    smoke = is_smoke(config.profile)
     if steps < 1:
         raise ValueError(f"calibration steps must be >= 1, got {steps}")
     return apply(
@@ -48,7 +50,7 @@ def calibration_config(config: Config, steps: int | None = None) -> Config:
             "model.routing": "none",
             "diffusion.loss_weight": "constant",
             "train.steps": steps,
-            "train.eval_every": max(steps // EVALUATIONS, 1),
+            "train.eval_every": max(steps // (SMOKE_EVALUATIONS if smoke else EVALUATIONS), 1),
             "eval.sample_metrics": False,
         },
     )

@@ -20,12 +20,13 @@ from torch import Tensor, nn
 
 from mtl_diffusion.builders import dataset_from_config, schedule_from_config
 from mtl_diffusion.clustering import Interval
-from mtl_diffusion.config import Config
+from mtl_diffusion.config import Config, is_smoke
 from mtl_diffusion.likelihood import elbo_terms, importance_proposal, timestep_losses
 from mtl_diffusion.train import History
 
 GRID_SIZE = 20  # timesteps per evaluation; 50 steps apart at T = 1000
 MAX_IMAGES = 1000  # the first images of the test split (the digits have 450)
+SMOKE_IMAGES = 64  # under the smoke profiles, which prove code paths and evaluate often
 BPD_TIMESTEPS = 16  # importance-sampled transition terms of the bound per image
 PROPOSAL_IMAGES = 32  # test images of the exact bound that shapes the shared proposal
 EVAL_NOISE_SEED = 2024  # replicate r (config.seed = r) evaluates from EVAL_NOISE_SEED + r
@@ -47,8 +48,9 @@ def heldout_grid(T: int) -> list[int]:
 
 def heldout_metrics(model: nn.Module, config: Config) -> dict[str, float]:
     """Mean held-out loss over the grid ("heldout_loss") and at each grid step
-    ("heldout_loss@<t>"), on up to MAX_IMAGES test images."""
-    x0 = dataset_from_config(config, "test")[:MAX_IMAGES]
+    ("heldout_loss@<t>"), on up to MAX_IMAGES test images (SMOKE_IMAGES under smoke)."""
+    images = SMOKE_IMAGES if is_smoke(config.profile) else MAX_IMAGES
+    x0 = dataset_from_config(config, "test")[:images]
     schedule = schedule_from_config(config)
     grid = heldout_grid(schedule.T)
     losses = timestep_losses(

@@ -64,4 +64,7 @@ def test_the_calibration_run_is_plain_training_of_the_same_model() -> None:
     assert cal.diffusion.loss_weight == "constant" and cal.seed == 0
     assert cal.train.steps == 3000 and cal.model.base_channels == cfg.model.base_channels
     assert cal.eval.sample_metrics is False
-    assert calibration_config(load("smoke")).train.steps == 2 * load("smoke").train.steps
+    assert cal.train.eval_every == 100  # 30 evaluations
+    smoke = calibration_config(load("smoke"))
+    assert smoke.train.steps == 2 * load("smoke").train.steps
+    assert smoke.train.steps // smoke.train.eval_every == 3  # evaluated only to prove the path

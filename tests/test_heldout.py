@@ -12,6 +12,7 @@ from mtl_diffusion.config import load
 from mtl_diffusion.diffusion import per_sample_loss
 from mtl_diffusion.heldout import (
     EVAL_NOISE_SEED,
+    SMOKE_IMAGES,
     bits_per_dim_proposal,
     eval_noise_seed,
     heldout_bits_per_dim,
@@ -37,7 +38,7 @@ def test_metrics_equal_a_direct_computation() -> None:
     cfg = load("smoke", TINY, seed=3)
     model = Trainer(cfg).ema.eval()
     got = heldout_metrics(model, cfg)
-    x0 = dataset_from_config(cfg, "test")
+    x0 = dataset_from_config(cfg, "test")[:SMOKE_IMAGES]  # the first images, under smoke
     schedule = schedule_from_config(cfg)
     generator = torch.Generator().manual_seed(EVAL_NOISE_SEED + 3)
     want = {}
