@@ -482,30 +482,30 @@ savefig(fig, "04_ant_samples", profile)
 # %% [markdown]
 # ## Findings
 #
-# From the cpu run with default parameters (3 seeds, 400 steps, paired 95 % t-intervals; on
-# another CPU type the digits after the second significant one move):
+# From the cpu run with default parameters (3 cells x 3 seeds, 400 steps, paired 95 %
+# t-intervals; a `make figures` run from nothing on a 2-core AMD EPYC; on another CPU type the
+# digits after the second significant one move):
 #
 # - **Budget.** Vanilla reaches 65 % of the calibration run's held-out-loss decrease (0.0847 at
-#   step 400 against 0.0730 at step 3,000): early training. Every verdict below is about that
-#   stage; none says where the arms end.
-# - **UW's transient** ends at steps 285-323 (its weights reach 1 / (2 L_i) within the printed
-#   margin), so only the last ~100 of the 400 steps are UW's steady state.
-# - **Held-out loss** (vanilla's own objective): min-SNR +0.0060 [+0.0052, +0.0069], UW / SNR
-#   +0.0028 [+0.0009, +0.0047], UW / timestep +0.0032 [+0.0018, +0.0047] over vanilla, all worse
-#   overall; every one of them is worse at low noise (t < 153: +0.046, +0.014, +0.019) and
-#   better at t >= 394 (each interval's interval excludes zero), as their weightings predict.
-#   None reaches vanilla's final loss within the run (convergence speed: no gain seen).
-# - **Bits/dim**: vanilla 3.32; min-SNR +0.79 [+0.66, +0.91], UW / SNR +0.17 [+0.08, +0.25], UW /
-#   timestep +0.22 [+0.16, +0.27]: worse (the bound is dominated by low-noise terms).
-# - **Fréchet distances** (secondary, 500 samples): min-SNR's classifier-feature FD is lower
-#   than vanilla's (-0.31 [-0.47, -0.15]); every other FD comparison gives no verdict (UW / SNR
-#   +0.36 [-0.37, +1.08]). This run's real-vs-real floors (1.135 / 0.782) used the first 500
-#   training images, which are not a random subset and overstate the floor (fixed in the core
-#   after this run) (a random 500
-#   gives about 0.48 / 0.45).
-# - So the paper's "every ANT cell beats vanilla" is not seen at this budget: the UW cells trade
-#   low-noise loss for high-noise loss and give no verdict in sample quality; the run is too
-#   short (65 % of the calibration decrease, ~100 steady-state UW steps) to tell the end state.
+#   step 400 against 0.0730 at step 3,000), min-SNR 47 %, UW / SNR 57 %: early training. Every
+#   verdict below is about that stage; none says where the arms end.
+# - **UW's transient** ends at steps 338, 307 and 290 (seeds 0-2: its weights reach 1 / (2 L_i)
+#   within the printed margin), so only the last ~60-110 of the 400 steps are UW's steady state.
+# - **Held-out loss** (vanilla's own objective): min-SNR +0.0060 [+0.0052, +0.0069] and UW / SNR
+#   +0.0027 [+0.0008, +0.0047] over vanilla, both worse overall; both are worse at low noise
+#   (t < 153: +0.046 and +0.014) and better at t >= 394 (every interval's interval excludes
+#   zero), as their weightings predict. Neither reaches vanilla's final loss within the run
+#   (convergence speed: no gain seen; vanilla-equivalent steps 237 and 301 of 400).
+# - **Bits/dim**: vanilla 3.32; min-SNR +0.78 [+0.67, +0.90], UW / SNR +0.16 [+0.09, +0.24]:
+#   worse (the bound is dominated by low-noise terms).
+# - **Fréchet distances** (secondary, 500 samples, DDIM-50; real-vs-real floors 0.49 classifier
+#   features, 0.45 pixels): min-SNR's classifier-feature FD is lower than vanilla's (2.14 vs 2.46,
+#   -0.32 [-0.46, -0.18]); every other FD comparison gives no verdict (UW / SNR +0.26 [-0.34,
+#   +0.86] classifier, -0.02 [-0.08, +0.04] pixel).
+# - So the paper's "every ANT cell beats vanilla" is not seen at this budget: its best cell, UW
+#   on SNR clusters, trades low-noise loss for high-noise loss and gives no verdict in sample
+#   quality; the run is too short (65 % of the calibration decrease, under 110 steady-state UW
+#   steps) to tell the end state. These verdicts hold at cpu scale only.
 
 # %% [markdown]
 # ## What this run supports (asserted)
