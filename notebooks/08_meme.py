@@ -586,12 +586,17 @@ savefig(fig, "08_meme_samples", profile)
 #   (+5.6 %), no verdict on 750-999; same-architecture experts +8.4 % ([+0.0071, +0.0078]), worse
 #   on every interval. The sample distances agree (each seed sampled from its own initial
 #   noise): classifier-feature FD 3.46 ± 0.21 (shared) vs 4.92 ± 0.27 (mixed experts) and
-#   5.23 ± 0.42 (same-architecture experts), real-vs-real floor 1.14 at 500 samples; paired
+#   5.23 ± 0.42 (same-architecture experts), real-vs-real floor 0.49 at 500 samples (a fixed
+#   random subset, `real_floor`; the run behind these numbers printed 1.14 from the first 500
+#   training images, which are not a random subset); paired
 #   +1.46 [+0.99, +1.93] and +1.77 [+1.07, +2.48]; pixel FD +0.44 [+0.23, +0.65] and +0.45
 #   [+0.23, +0.68].
 # - **Bits per dimension agree** (the variational bound, 17 grey levels): shared 3.19, mixed
 #   experts 3.37 (+0.18 [+0.13, +0.23]), same-architecture experts 3.39 (+0.20 [+0.16, +0.24]);
-#   mixed vs same-architecture -0.015 [-0.10, +0.07], no verdict.
+#   mixed vs same-architecture -0.015 [-0.10, +0.07], no verdict. (These bounds drew their
+#   noise from the training seed; this version draws it from the replicate's evaluation noise,
+#   `heldout_bits_per_dim`, and was not re-run at cpu scale: the digits after the second may
+#   move, the intervals lie far from zero.)
 # - **Architecture-mixed vs same-architecture experts: no verdict.** Held-out loss -0.4 %
 #   (-0.0004 [-0.0021, +0.0013]), no verdict on any interval; classifier FD -0.32
 #   [-0.70, +0.07], pixel FD -0.01 [-0.38, +0.35].
