@@ -478,9 +478,10 @@ for name in CURRICULA:
 # - **The anti-curriculum (hard first) is ahead of uniform from step 250 on** (-0.0004 [-0.0007,
 #   -0.0001] at step 400); its classifier-feature FD is lower too (2.43 vs 2.72, -0.29 [-0.56,
 #   -0.01]), pixel FD no verdict. The curriculum's FDs: no verdict.
-# - The printed FD floors at 200 images (3.23 / 2.40) lie above the models' distances: they
-#   use the first 200 training images, not a random subset (fixed in the core after this run:
-#   a random 200 gives about 0.9-1.4 / 0.9-1.0). Read the FDs against each other.
+# - FD floors at 200 images: 1.26 (classifier features) and 0.98 (pixels), from a fixed random
+#   subset (`real_floor`). The run behind these numbers printed 3.23 / 2.40 from the first 200
+#   training images, which are not a random subset. Bits/dim (the cell above) was added after
+#   that run, and no verdict on it is stated here.
 # - Difficulty: the digits' marginal changes about 10^6 x more per step at t 0-199 than at
 #   800-999; the low-noise cluster converges last by fraction of its decrease (90 % at step
 #   1,500 against 700) but first by loss / final loss, as before.
