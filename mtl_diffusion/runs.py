@@ -3,6 +3,9 @@
 run = train_run(config, "quickstart")      # trains once, then loads from the cache
 samples = generate(run.ema_model(), config, 100)
 runs = train_many([config_a, config_b], "compare")   # in parallel worker processes
+
+Notebooks that compare arms cache them under one name, ARMS, so that an arm with the same
+config in several notebooks (the vanilla arm of 04, 05 and 06) is trained once.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from mtl_diffusion.repro import environment
 from mtl_diffusion.sampling import ddim_sample, ddpm_sample
 from mtl_diffusion.train import Evaluator, History, Trainer
 from mtl_diffusion.workers import default_jobs, worker_pool
+
+ARMS = "arms"  # the cache name of every notebook's compared runs
 
 
 @dataclass

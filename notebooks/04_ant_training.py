@@ -114,7 +114,7 @@ from mtl_diffusion.plotting import (
     set_style,
     show_images,
 )
-from mtl_diffusion.runs import generate, train_many
+from mtl_diffusion.runs import ARMS, generate, train_many
 
 set_style()
 # Budget (cpu): the default U-Net (the calibration run's model), ~0.2 s per step on one core;
@@ -131,7 +131,7 @@ SCALE = config.by_profile({
         "eval.sample_metrics": False,
         "mtl.affinity_bins": 10,
     },
-    "cpu": {"train.steps": 400, "train.eval_every": 40, "eval.sample_metrics": False},
+    "cpu": {"train.steps": 400, "train.eval_every": 50, "eval.sample_metrics": False},
     "paper": {"eval.sample_metrics": False},
 }, profile)
 SCALE = config.notebook_overrides(SCALE, steps, config_overrides)
@@ -241,7 +241,7 @@ cal_steps, cal_loss = heldout_series(cal.history)
 print(f"calibration run: {cal_steps[-1]} steps, held-out loss {cal_loss[0]:.5f} -> "
       f"{cal_loss[-1]:.5f} ({time.perf_counter() - start:.0f} s, cached after the first use)")
 start = time.perf_counter()
-trained = train_many(list(configs.values()), "ant_training", jobs=workers)
+trained = train_many(list(configs.values()), ARMS, jobs=workers)
 results = dict(zip(configs, trained, strict=True))
 wall = time.perf_counter() - start
 train_seconds = sum(r.history.seconds for r in trained)

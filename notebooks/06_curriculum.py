@@ -111,7 +111,7 @@ from mtl_diffusion.plotting import (
     savefig,
     set_style,
 )
-from mtl_diffusion.runs import generate, train_many
+from mtl_diffusion.runs import ARMS, generate, train_many
 from mtl_diffusion.stats import check_verdicts, paired_difference, summarize
 
 set_style()
@@ -119,7 +119,7 @@ set_style()
 scale = config.by_profile({
     "smoke": dict(steps=20, eval_every=5, num_seeds=2, kl_samples=200, kl_stride=50,
                   kl_images=0, fd_samples=32, jobs=1),
-    "cpu": dict(steps=400, eval_every=25, num_seeds=3, kl_samples=1000, kl_stride=10,
+    "cpu": dict(steps=400, eval_every=50, num_seeds=3, kl_samples=1000, kl_stride=10,
                 kl_images=0, fd_samples=200, jobs=0),
     "paper": dict(steps=0, eval_every=0, num_seeds=3, kl_samples=4000, kl_stride=5,
                   kl_images=2_000, fd_samples=0, jobs=0),
@@ -133,9 +133,9 @@ steps = steps or scale["steps"] or base.train.steps
 stage_steps = max(1, round(curriculum_fraction * steps / (num_clusters - 1)))
 phase_end = stage_steps * (num_clusters - 1)  # uniform t from here on in every arm
 common = {"train.steps": steps, "train.eval_every": scale["eval_every"] or base.train.eval_every,
-          "eval.sample_metrics": False, "curriculum.num_clusters": num_clusters}
+          "eval.sample_metrics": False}
 curriculum = {"timesteps.sampler": "curriculum", "curriculum.pacing": "fixed",
-              "curriculum.stage_steps": stage_steps}
+              "curriculum.stage_steps": stage_steps, "curriculum.num_clusters": num_clusters}
 arms = {
     "uniform": {},
     "curriculum": {**curriculum, "curriculum.order": "easy_first"},
@@ -270,7 +270,7 @@ savefig(fig, "06_curriculum_difficulty", profile)
 
 # %%
 flat_configs = [c for name in arms for c in configs[name]]
-results = iter(train_many(flat_configs, "06_curriculum", jobs=scale["jobs"] or None))
+results = iter(train_many(flat_configs, ARMS, jobs=scale["jobs"] or None))
 runs = {name: [next(results) for _ in configs[name]] for name in arms}
 INTERVALS = {"all t": None, **{cluster_label(i, c): c for i, c in enumerate(clusters)}}
 curve = {}  # (arm, interval name) -> (seeds, evaluations)
