@@ -118,9 +118,10 @@ from mtl_diffusion.runs import ARMS, generate, train_many
 
 set_style()
 # Budget (cpu): the default U-Net (the calibration run's model), ~0.2 s per step on one core;
-# 9 runs x 400 steps on two processes = 5 rounds of ~80 s, plus 11 held-out evaluations per
-# run (~1-4 s each, no sampling during training). Fréchet distances are computed once, from the
-# final EMA models. Smoke proves the code path only.
+# 9 runs x 400 steps on two processes = 5 rounds of ~80 s, plus 8 held-out evaluations per
+# run (~4 s each, no sampling during training); the vanilla arm is the one 05 and 06 train too
+# (one cache name, runs.ARMS), so whichever notebook comes first trains it. Fréchet distances
+# are computed once, from the final EMA models. Smoke proves the code path only.
 SCALE = config.by_profile({
     "smoke": {
         "train.steps": 4,
@@ -487,24 +488,24 @@ savefig(fig, "04_ant_samples", profile)
 # digits after the second significant one move):
 #
 # - **Budget.** Vanilla reaches 65 % of the calibration run's held-out-loss decrease (0.0847 at
-#   step 400 against 0.0730 at step 3,000), min-SNR 47 %, UW / SNR 57 %: early training. Every
+#   step 400 against 0.0730 at step 3,000), min-SNR 47 %, UW / SNR 56 %: early training. Every
 #   verdict below is about that stage; none says where the arms end.
-# - **UW's transient** ends at steps 338, 307 and 290 (seeds 0-2: its weights reach 1 / (2 L_i)
-#   within the printed margin), so only the last ~60-110 of the 400 steps are UW's steady state.
+# - **UW's transient** ends at steps 313, 299 and 323 (seeds 0-2: its weights reach 1 / (2 L_i)
+#   within the printed margin), so only the last ~75-100 of the 400 steps are UW's steady state.
 # - **Held-out loss** (vanilla's own objective): min-SNR +0.0060 [+0.0052, +0.0069] and UW / SNR
-#   +0.0027 [+0.0008, +0.0047] over vanilla, both worse overall; both are worse at low noise
+#   +0.0028 [+0.0009, +0.0047] over vanilla, both worse overall; both are worse at low noise
 #   (t < 153: +0.046 and +0.014) and better at t >= 394 (every interval's interval excludes
 #   zero), as their weightings predict. Neither reaches vanilla's final loss within the run
-#   (convergence speed: no gain seen; vanilla-equivalent steps 237 and 301 of 400).
-# - **Bits/dim**: vanilla 3.32; min-SNR +0.78 [+0.67, +0.90], UW / SNR +0.16 [+0.09, +0.24]:
+#   (convergence speed: no gain seen; vanilla-equivalent steps 237 and 299 of 400).
+# - **Bits/dim**: vanilla 3.32; min-SNR +0.78 [+0.67, +0.90], UW / SNR +0.17 [+0.08, +0.25]:
 #   worse (the bound is dominated by low-noise terms).
-# - **Fréchet distances** (secondary, 500 samples, DDIM-50; real-vs-real floors 0.49 classifier
-#   features, 0.45 pixels): min-SNR's classifier-feature FD is lower than vanilla's (2.14 vs 2.46,
-#   -0.32 [-0.46, -0.18]); every other FD comparison gives no verdict (UW / SNR +0.26 [-0.34,
-#   +0.86] classifier, -0.02 [-0.08, +0.04] pixel).
+# - **Fréchet distances** (secondary, 500 samples, DDIM-50; real-vs-real floors 0.48 classifier
+#   features, 0.45 pixels): min-SNR's classifier-feature FD is lower than vanilla's (2.12 vs 2.43,
+#   -0.31 [-0.47, -0.15]); every other FD comparison gives no verdict (UW / SNR +0.36 [-0.37,
+#   +1.08] classifier, -0.01 [-0.06, +0.04] pixel).
 # - So the paper's "every ANT cell beats vanilla" is not seen at this budget: its best cell, UW
 #   on SNR clusters, trades low-noise loss for high-noise loss and gives no verdict in sample
-#   quality; the run is too short (65 % of the calibration decrease, under 110 steady-state UW
+#   quality; the run is too short (65 % of the calibration decrease, about 100 steady-state UW
 #   steps) to tell the end state. These verdicts hold at cpu scale only.
 
 # %% [markdown]

@@ -546,10 +546,12 @@ else:
 #   3.502 (+0.18 [+0.16, +0.21] over vanilla, +0.18 [+0.07, +0.30] over DTR: worse).
 # - **Fréchet distances** (secondary, 200 samples, DDIM-50; real-vs-real floors at 200 images
 #   1.26 classifier features, 0.98 pixels): only R-TR's classifier-feature FD is higher than
-#   vanilla's (3.28 vs 2.77, +0.51 [+0.27, +0.75]); DTR vs vanilla gives no verdict (+0.05
-#   [-0.43, +0.54]), nor does any pixel FD.
-# - **Cost.** DTR and R-TR train at 1.7-1.8 steps/s against vanilla's 3.2 (masked channels,
-#   one thread, beside other jobs): at equal wall time DTR would be further behind.
+#   vanilla's (3.24 vs 2.72, +0.52 [+0.31, +0.73]); DTR vs vanilla gives no verdict (+0.03
+#   [-0.43, +0.50]), nor does any pixel FD.
+# - **Cost.** In the make-figures run the arms trained at 2.2-2.5 steps/s (one thread each, four
+#   processes on two cores; vanilla's run is the one 04 trained). Two runs at once on idle cores
+#   took 18.1 s (vanilla), 18.4 s (DTR) and 17.8 s (R-TR) for 100 steps with two evaluations:
+#   at this size the masks cost no measurable time.
 # - The DiT and the DTR x {min-SNR, ANT-UW} table run under the paper profile only (see above).
 #
 # ## What this run supports

@@ -593,10 +593,8 @@ savefig(fig, "08_meme_samples", profile)
 #   [+0.23, +0.68].
 # - **Bits per dimension agree** (the variational bound, 17 grey levels): shared 3.19, mixed
 #   experts 3.37 (+0.18 [+0.13, +0.23]), same-architecture experts 3.39 (+0.20 [+0.16, +0.24]);
-#   mixed vs same-architecture -0.015 [-0.10, +0.07], no verdict. (These bounds drew their
-#   noise from the training seed; this version draws it from the replicate's evaluation noise,
-#   `heldout_bits_per_dim`, and was not re-run at cpu scale: the digits after the second may
-#   move, the intervals lie far from zero.)
+#   mixed vs same-architecture -0.015 [-0.10, +0.07], no verdict (noise from the replicate's
+#   evaluation seed, `heldout_bits_per_dim`; the make-figures run of this round).
 # - **Architecture-mixed vs same-architecture experts: no verdict.** Held-out loss -0.4 %
 #   (-0.0004 [-0.0021, +0.0013]), no verdict on any interval; classifier FD -0.32
 #   [-0.70, +0.07], pixel FD -0.01 [-0.38, +0.35].
