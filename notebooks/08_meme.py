@@ -586,9 +586,8 @@ savefig(fig, "08_meme_samples", profile)
 #   (+5.6 %), no verdict on 750-999; same-architecture experts +8.4 % ([+0.0071, +0.0078]), worse
 #   on every interval. The sample distances agree (each seed sampled from its own initial
 #   noise): classifier-feature FD 3.46 ± 0.21 (shared) vs 4.92 ± 0.27 (mixed experts) and
-#   5.23 ± 0.42 (same-architecture experts), real-vs-real floor 0.49 at 500 samples (a fixed
-#   random subset, `real_floor`; the run behind these numbers printed 1.14 from the first 500
-#   training images, which are not a random subset); paired
+#   5.23 ± 0.42 (same-architecture experts), real-vs-real floor 0.48 at 500 samples (a fixed
+#   random subset, `real_floor`, the same as 04's); paired
 #   +1.46 [+0.99, +1.93] and +1.77 [+1.07, +2.48]; pixel FD +0.44 [+0.23, +0.65] and +0.45
 #   [+0.23, +0.68].
 # - **Bits per dimension agree** (the variational bound, 17 grey levels): shared 3.19, mixed
