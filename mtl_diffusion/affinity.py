@@ -68,6 +68,17 @@ VMAP_SAMPLES = 256  # default gradient block: about this many samples per vmap c
 FORWARD_SAMPLES = 1024  # default block of bin_losses (forward only)
 GRADIENT_MEMORY_BYTES = 2**31  # task_affinity keeps at most this many bytes of gradient vectors
 LOOKAHEAD_LR = 2e-3  # plain SGD; on the digits only 1e-3..4e-3 lower the losses
+CPU_STEPS = 1000  # training steps of the runs notebooks 01 and 03 measure, under cpu
+
+
+def affinity_run_steps(profile: str, steps: int = 0) -> dict[str, int]:
+    """The train.steps override of the vanilla runs notebooks 01 and 03 measure (the same, so
+    03 loads 01's cache): `steps` if given, CPU_STEPS under cpu, else none (the profile's)."""
+    if steps < 0:
+        raise ValueError(f"steps must be >= 0 (0: the default), got {steps}")
+    if steps:
+        return {"train.steps": steps}
+    return {"train.steps": CPU_STEPS} if profile == "cpu" else {}
 
 
 def bin_edges(num_timesteps: int, num_bins: int) -> np.ndarray:

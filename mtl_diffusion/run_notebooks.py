@@ -8,8 +8,9 @@ Percent-format sources in notebooks/ are converted with jupytext. An executed no
 its run folder build/runs/<profile>/<notebook>/<name=value,...>/ (see mtl_diffusion.notebook),
 beside its figures; prepared ones to build/notebooks/<profile>/; the wall time of each run is
 kept in build/notebooks/<profile>/runtimes.json, which the next run's time estimates read.
-With --jobs > 1, the calibration run that several notebooks share is trained first, in a slot
-of its own.
+With --jobs > 1, the runs that several notebooks share are trained first, each in a slot of
+its own: the calibration run (02, 04-06) and, under cpu with default seeds and steps, the
+vanilla arm of 04-06 (runs.shared_vanilla_arm).
 A -p name the notebook does not declare, or -p profile, is refused before anything runs;
 relative data.path / eval.feature_net in config_overrides are resolved against the caller's
 working directory.
@@ -26,6 +27,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+import torch
+
 from mtl_diffusion.calibration import shared_calibration, train_calibration
 from mtl_diffusion.config import PROFILES, Config, parse_overrides
 from mtl_diffusion.notebook import (
@@ -36,9 +39,12 @@ from mtl_diffusion.notebook import (
 )
 from mtl_diffusion.notebook_progress import Monitor
 from mtl_diffusion.paths import BUILD, NOTEBOOKS
+from mtl_diffusion.runs import ARMS, shared_vanilla_arm, train_many
 
 PATH_KEYS = ("data.path", "eval.feature_net")
 CALIBRATION_CALL = "calibration_run("  # in a notebook's source: it trains on the calibration run
+ARMS_IMPORT = "import ARMS"  # in a notebook's source: it caches its compared runs under ARMS
+SCHEDULE_PARAMS = ("seed", "num_seeds", "steps")  # -p names that change the shared vanilla arm
 INLINE = "module://matplotlib_inline.backend_inline"  # executed notebooks keep their figures
 
 
@@ -137,12 +143,16 @@ def run(
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             first = calibration_first(notebooks, profile, params, prepare_only)
             warm = pool.submit(train_calibration, first) if first is not None else None
+            arms = vanilla_arm_first(notebooks, profile, params, prepare_only)
+            warm_arms = pool.submit(train_arms, arms) if arms else None
             futures = {
                 nb.stem: pool.submit(run_one, nb, profile, params, prepare_only) for nb in notebooks
             }
             outcomes = {name: f.exception() or f.result() for name, f in futures.items()}
             if warm is not None and warm.exception() is not None:  # each notebook retries it
                 print(f"training the calibration run first failed: {warm.exception()!r}")
+            if warm_arms is not None and warm_arms.exception() is not None:  # retried likewise
+                print(f"training the shared vanilla arm first failed: {warm_arms.exception()!r}")
     if monitor is not None:
         monitor.stop()
     failed = {k: v for k, v in outcomes.items() if isinstance(v, BaseException)}
@@ -173,6 +183,25 @@ def calibration_first(
     if prepare_only or sum(CALIBRATION_CALL in nb.read_text() for nb in notebooks) < 2:
         return None
     return shared_calibration(profile, str(params.get("config_overrides", "")))
+
+
+def vanilla_arm_first(
+    notebooks: list[Path], profile: str, params: dict[str, object], prepare_only: bool
+) -> list[Config]:
+    """The configs of the vanilla arm that two or more of `notebooks` share (04-06 under cpu,
+    cached under runs.ARMS) when none of SCHEDULE_PARAMS is given: run() trains it first in a
+    slot of its own, as it does the calibration run; [] otherwise."""
+    if prepare_only or any(name in params for name in SCHEDULE_PARAMS):
+        return []
+    if sum(ARMS_IMPORT in nb.read_text() for nb in notebooks) < 2:
+        return []
+    return shared_vanilla_arm(profile, str(params.get("config_overrides", "")))
+
+
+def train_arms(configs: list[Config]) -> float:
+    """Train (or load) `configs` under runs.ARMS one after another on one thread; seconds."""
+    torch.set_num_threads(1)
+    return sum(run.history.seconds for run in train_many(configs, ARMS, jobs=1))
 
 
 def check_params(notebooks: list[Path], profile: str, params: dict[str, object]) -> dict:

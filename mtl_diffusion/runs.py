@@ -5,7 +5,9 @@ samples = generate(run.ema_model(), config, 100)
 runs = train_many([config_a, config_b], "compare")   # in parallel worker processes
 
 Notebooks that compare arms cache them under one name, ARMS, so that an arm with the same
-config in several notebooks (the vanilla arm of 04, 05 and 06) is trained once.
+config in several notebooks (the vanilla arm of 04, 05 and 06) is trained once; under the cpu
+profile those three share one schedule, CPU_ARM_SCHEDULE, and `make figures` trains their
+vanilla arm (``shared_vanilla_arm``) first, in a slot of its own.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from mtl_diffusion.cache import (
     load_or_compute,
 )
 from mtl_diffusion.clusters import timesteps_for
-from mtl_diffusion.config import Config
+from mtl_diffusion.config import Config, load, parse_overrides, replicate_seeds
 from mtl_diffusion.diffusion import Model, model_device
 from mtl_diffusion.evaluation import check_ready
 from mtl_diffusion.evaluation import evaluate as sample_metrics
@@ -44,6 +46,18 @@ from mtl_diffusion.train import Evaluator, History, Trainer
 from mtl_diffusion.workers import default_jobs, worker_pool
 
 ARMS = "arms"  # the cache name of every notebook's compared runs
+# the cpu schedule of the compared runs of notebooks 04, 05 and 06 (held-out loss only)
+CPU_ARM_SCHEDULE = {"train.steps": 400, "train.eval_every": 50, "eval.sample_metrics": False}
+
+
+def shared_vanilla_arm(profile: str, config_overrides: str = "") -> list[Config]:
+    """The vanilla arm of notebooks 04, 05 and 06 run with default parameters (one run per
+    default replicate seed, cached under ARMS): CPU_ARM_SCHEDULE, then `config_overrides`.
+    Under the cpu profile only ([] otherwise: their schedules differ there)."""
+    if profile != "cpu":
+        return []
+    overrides = CPU_ARM_SCHEDULE | parse_overrides(config_overrides)
+    return [load(profile, overrides, seed=s) for s in replicate_seeds(profile, 0)]
 
 
 @dataclass

@@ -43,7 +43,7 @@
 profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # training seed; also seeds the fixed evaluation set
 num_bins: int = 0  # G timestep bins of width T / G (must divide T); 0: 20 (10 under smoke)
-steps: int = 0  # training steps of each run; 0 keeps the profile's default
+steps: int = 0  # training steps of each run; 0: 1000 under cpu, else the profile's default
 lookahead_samples: int = 0  # images per bin for the lookahead (costs G x more); 0: 32 (smoke 8)
 lookahead_lr: float = 0.002  # plain SGD step of the lookahead (1e-3..4e-3 is sensible here)
 jobs: int = 2  # processes working on the two models at once, one thread each (smoke: 1)
@@ -62,6 +62,7 @@ from scipy.stats import spearmanr
 
 from mtl_diffusion import config
 from mtl_diffusion.affinity import (
+    affinity_run_steps,
     bin_edges,
     default_num_bins,
     estimate_affinity,
@@ -75,7 +76,7 @@ from mtl_diffusion.plotting import legend, patch_key, savefig, set_style
 set_style()
 archs = ("unet", "dit")
 names = {"unet": "U-Net", "dit": "DiT"}
-overrides = ({"train.steps": steps} if steps else {}) | config.parse_overrides(config_overrides)
+overrides = affinity_run_steps(profile, steps) | config.parse_overrides(config_overrides)
 cfgs = {arch: config.load(profile, overrides | {"model.arch": arch}, seed=seed) for arch in archs}
 cfg = cfgs["unet"]
 T = cfg.diffusion.num_timesteps

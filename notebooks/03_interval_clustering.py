@@ -39,7 +39,7 @@
 profile: str = "cpu"  # smoke (CI, seconds) | cpu (laptop) | paper (GPU) | paper-smoke
 seed: int = 0  # training seed of notebook 01 (the same value reuses its cached affinity)
 num_bins: int = 0  # affinity bins as in notebook 01; 0: 20 (10 under smoke)
-steps: int = 0  # training steps as in notebook 01; 0 keeps the profile's default
+steps: int = 0  # training steps as in notebook 01; 0: 1000 under cpu, else the profile's
 k_max: int = 8  # largest k (clusterings for every k from 2 up to k_max)
 k_shown: int = 5  # k drawn over the heatmaps (ANT uses 5; the DTR code 8)
 config_overrides: str = ""  # more config overrides, applied last: space-separated key assignments
@@ -55,7 +55,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from mtl_diffusion import config
-from mtl_diffusion.affinity import default_num_bins, task_affinity
+from mtl_diffusion.affinity import affinity_run_steps, default_num_bins, task_affinity
 from mtl_diffusion.builders import schedule_from_config
 from mtl_diffusion.clustering import (
     affinity_clusters,
@@ -72,7 +72,7 @@ from mtl_diffusion.plotting import interval_keys, line_key, patch_key, savefig, 
 
 set_style()
 archs = {"unet": "U-Net", "dit": "DiT"}
-overrides = ({"train.steps": steps} if steps else {}) | config.parse_overrides(config_overrides)
+overrides = affinity_run_steps(profile, steps) | config.parse_overrides(config_overrides)
 cfgs = {arch: config.load(profile, overrides | {"model.arch": arch}, seed=seed) for arch in archs}
 T = cfgs["unet"].diffusion.num_timesteps
 schedules = {

@@ -114,7 +114,7 @@ from mtl_diffusion.plotting import (
     set_style,
     show_images,
 )
-from mtl_diffusion.runs import ARMS, generate, train_many
+from mtl_diffusion.runs import ARMS, CPU_ARM_SCHEDULE, generate, train_many
 
 set_style()
 # Budget (cpu): the default U-Net (the calibration run's model), ~0.2 s per step on one core;
@@ -132,7 +132,7 @@ SCALE = config.by_profile({
         "eval.sample_metrics": False,
         "mtl.affinity_bins": 10,
     },
-    "cpu": {"train.steps": 400, "train.eval_every": 50, "eval.sample_metrics": False},
+    "cpu": CPU_ARM_SCHEDULE,  # 400 steps, held-out loss every 50, no sampling during training
     "paper": {"eval.sample_metrics": False},
 }, profile)
 SCALE = config.notebook_overrides(SCALE, steps, config_overrides)

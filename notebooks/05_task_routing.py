@@ -107,7 +107,7 @@ from mtl_diffusion.plotting import (
     show_images,
 )
 from mtl_diffusion.routing import dtr_mask, random_mask
-from mtl_diffusion.runs import ARMS, generate, train_many
+from mtl_diffusion.runs import ARMS, CPU_ARM_SCHEDULE, generate, train_many
 from mtl_diffusion.stats import check_verdicts, paired_difference, summarize
 
 set_style()
@@ -118,7 +118,7 @@ set_style()
 SCALE = config.by_profile({
     "smoke": {"train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 0},
     "paper-smoke": {"train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 0},
-    "cpu": {"train.steps": 400, "train.eval_every": 50},
+    "cpu": CPU_ARM_SCHEDULE,  # 400 steps, held-out loss every 50
     "paper": {"train.eval_every": 25_000},
 }, profile)  # fmt: skip
 FD_SAMPLES = config.by_profile({"smoke": 0, "cpu": 200, "paper": 0}, profile)  # 0: eval.num_samples

@@ -111,7 +111,7 @@ from mtl_diffusion.plotting import (
     savefig,
     set_style,
 )
-from mtl_diffusion.runs import ARMS, generate, train_many
+from mtl_diffusion.runs import ARMS, CPU_ARM_SCHEDULE, generate, train_many
 from mtl_diffusion.stats import check_verdicts, paired_difference, summarize
 
 set_style()
@@ -119,8 +119,9 @@ set_style()
 scale = config.by_profile({
     "smoke": dict(steps=20, eval_every=5, num_seeds=2, kl_samples=200, kl_stride=50,
                   kl_images=0, fd_samples=32, jobs=1),
-    "cpu": dict(steps=400, eval_every=50, num_seeds=3, kl_samples=1000, kl_stride=10,
-                kl_images=0, fd_samples=200, jobs=0),
+    "cpu": dict(steps=CPU_ARM_SCHEDULE["train.steps"],  # 04's and 05's schedule (runs.ARMS)
+                eval_every=CPU_ARM_SCHEDULE["train.eval_every"], num_seeds=3, kl_samples=1000,
+                kl_stride=10, kl_images=0, fd_samples=200, jobs=0),
     "paper": dict(steps=0, eval_every=0, num_seeds=3, kl_samples=4000, kl_stride=5,
                   kl_images=2_000, fd_samples=0, jobs=0),
 }, profile)

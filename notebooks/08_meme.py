@@ -119,8 +119,8 @@ SCALE = config.by_profile({
     "cpu": {
         "model.base_channels": 32,
         "model.num_heads": 2,
-        "train.steps": 600,
-        "train.eval_every": 300,
+        "train.steps": 400,
+        "train.eval_every": 200,
     },
     "paper": {"model.attention_pool": 4},
 }, profile)

@@ -11,6 +11,8 @@ import torch
 
 from mtl_diffusion import config, paths
 from mtl_diffusion.affinity import (
+    CPU_STEPS,
+    affinity_run_steps,
     bin_edges,
     bin_gradients,
     bin_losses,
@@ -284,3 +286,13 @@ def test_precompute_in_workers_fills_the_cache_with_the_in_process_results(
             monkeypatch.setattr(paths, "ARTIFACTS", serial)
             np.testing.assert_allclose(cached.matrices, fresh.matrices, atol=1e-6)
     assert len(list((parallel / "smoke" / "cache").glob("task_affinity-*.pt"))) == 4
+
+
+def test_affinity_run_steps_default_only_under_cpu() -> None:
+    assert affinity_run_steps("cpu") == {"train.steps": CPU_STEPS}
+    assert affinity_run_steps("smoke") == {} and affinity_run_steps("paper") == {}
+    assert affinity_run_steps("paper", 700) == {"train.steps": 700}
+    cpu = config.load("cpu", affinity_run_steps("cpu"))
+    assert cpu.train.steps == CPU_STEPS != config.load("cpu").train.steps
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        affinity_run_steps("cpu", -1)

@@ -120,3 +120,44 @@ def test_several_jobs_train_the_calibration_run_first(
     monkeypatch.setenv("FAKE_CALIBRATION_MARK", str(tmp_path / "trained"))
     run_notebooks.run("cpu", ["00", "02", "04"], {}, prepare_only=False, jobs=2)
     assert (tmp_path / "trained").read_text() == "cpu"
+
+
+def notebook_namespace(stem: str, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Execute a notebook's code cells under cpu with default parameters up to the one that
+    defines `configs` (nothing trains before it), with notebook.start stubbed out."""
+    import jupytext
+
+    from mtl_diffusion import notebook
+
+    monkeypatch.setattr(notebook, "start", lambda name, namespace: None)
+    cells = [c for c in jupytext.read(f"notebooks/{stem}.py").cells if c.cell_type == "code"]
+    namespace: dict = {}
+    for cell in cells:
+        assert "train_many(" not in cell.source and "calibration_run(base)" not in cell.source
+        exec(cell.source, namespace)
+        if "configs" in namespace:
+            return namespace
+    raise AssertionError(f"{stem} defines no `configs`")
+
+
+def test_the_vanilla_arm_trained_first_is_the_one_notebooks_04_to_06_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """run() trains the shared vanilla arm first only if its cache keys are the notebooks':
+    compare them with the configs each notebook builds (its header cells, executed)."""
+    monkeypatch.chdir(Path(__file__).parents[1])
+    arm = run_notebooks.vanilla_arm_first(sources(["04", "05", "06"]), "cpu", {}, False)
+    expected = [cache_key(c, run_notebooks.ARMS) for c in arm]
+    assert len(expected) == 3
+    pick = {
+        "04_ant_training": lambda ns: [ns["configs"]["vanilla", s] for s in ns["seeds"]],
+        "05_task_routing": lambda ns: [ns["configs"]["unet", "vanilla", s] for s in ns["seeds"]],
+        "06_curriculum": lambda ns: ns["configs"]["uniform"],
+    }
+    for stem, vanilla in pick.items():
+        found = [cache_key(c, run_notebooks.ARMS) for c in vanilla(notebook_namespace(stem, monkeypatch))]
+        assert found == expected, stem
+    assert run_notebooks.vanilla_arm_first(sources(["04", "05"]), "cpu", {"steps": 800}, False) == []
+    assert run_notebooks.vanilla_arm_first(sources(["04", "05"]), "cpu", {}, True) == []
+    assert run_notebooks.vanilla_arm_first(sources(["04", "07"]), "cpu", {}, False) == []
+    assert run_notebooks.vanilla_arm_first(sources(["04", "05"]), "paper", {}, False) == []
