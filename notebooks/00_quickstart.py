@@ -55,8 +55,10 @@ from mtl_diffusion.runs import generate, train_run
 
 set_style()
 # What the budget buys: under cpu, 750 steps of the 634k-parameter U-Net at batch 128 with three
-# evaluations (500 samples, DDIM-50) fit in under 5 minutes on one idle core, the first-time
-# training of the feature network (about 75 s) included. The profile's default is 1500 steps.
+# evaluations (500 samples, DDIM-50) took 147 s for the whole notebook in the `make figures` run
+# of 2026-12-03 (a clean clone, 2-core Intel Xeon, JOBS=2; two notebooks at a time on 2 cores),
+# 139 s of it in train_run (101 s of training, evaluation excluded); the feature network had been
+# trained before this notebook started. The profile's default is 1500 steps.
 SCALE = config.by_profile(
     {"smoke": {}, "cpu": {"train.steps": 750, "train.eval_every": 250}, "paper": {}}, profile
 )

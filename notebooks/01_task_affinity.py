@@ -239,38 +239,42 @@ savefig(fig, "01_task_affinity_lookahead", profile)
 # %% [markdown]
 # ## What we measured under `cpu` (seed 0), and how it compares with the paper
 #
-# **What the budget bought.** One training seed per model, 1,500 steps each (batch 128, the
-# profile's default), four checkpoints, $G = 20$ bins of 50 steps, 64 images per bin for the
-# gradient estimator and 32 for the lookahead. With the two models trained and estimated in
-# parallel worker processes (one thread each) the notebook took 393 s from nothing on the idle
-# 2-core machine (training 335 s U-Net, 325 s DiT; gradient estimates 13 s per model over four
-# checkpoints; lookahead 32-38 s). The spread we can report is over checkpoints only (one seed).
+# **What the budget bought.** One training seed per model, 1,000 steps each (batch 128; set by
+# `affinity_run_steps` under `cpu`, the profile's default is 1,500), four checkpoints, $G = 20$
+# bins of 50 steps, 64 images per bin for the gradient estimator and 32 for the lookahead. With
+# the two models trained and estimated in parallel worker processes (one thread each) the
+# notebook took 434 s from nothing in the `make figures` run of 2026-12-03 (a clean clone, 2-core
+# Intel Xeon, JOBS=2), two notebooks at a time on 2 cores (training 296 s U-Net, 372 s DiT;
+# gradient estimates 23 s and 12 s over four checkpoints; lookahead 48 s and 33 s). The spread we
+# can report is over checkpoints only (one seed).
 #
-# **Gradient cosine: O1 reproduces.** Mean affinity at bin distance 1 / 5 / 10 is 0.93 / 0.64 /
-# 0.37 for the U-Net and 0.95 / 0.68 / 0.41 for the DiT (Spearman against distance -0.77 and
-# -0.80; the four checkpoints alone give -0.71 to -0.83; an earlier run on another machine gave
-# the same U-Net numbers and DiT 0.94 / 0.63 / 0.32, Spearman -0.82). As in the paper's Figure 1, the
+# **Gradient cosine: O1 reproduces.** Mean affinity at bin distance 1 / 5 / 10 is 0.94 / 0.67 /
+# 0.37 for the U-Net and 0.95 / 0.73 / 0.46 for the DiT (Spearman against distance -0.76 and
+# -0.81; the four checkpoints alone give -0.63 to -0.86). As in the paper's Figure 1, the
 # diagonal band is close to 1 and widens at high noise: the high-noise bins (t > 500, log-SNR
-# below -2.5) form one block of strongly agreeing tasks. The lowest-noise bin (t < 50) agrees
-# least with everything else (mean 0.07 for the U-Net, 0.11 for the DiT), the paper's
-# "lowest timesteps have low affinity". On the log-SNR axis, that single bin covers log-SNR 3.5 to
-# 9: bins of equal width in $t$ are very unequal in log-SNR.
+# below -2.5) form one block of strongly agreeing tasks (sharp for the U-Net; the DiT's band
+# widens more gradually). The lowest-noise bin (t < 50) agrees least with everything else (mean
+# 0.06 for the U-Net, 0.12 for the DiT), the paper's "lowest timesteps have low affinity". On the
+# log-SNR axis, that single bin covers log-SNR 3.5 to 9: bins of equal width in $t$ are very
+# unequal in log-SNR.
 #
-# **What does not reproduce here.** Negative cosines are rare and tiny (7 % of the U-Net's pairs,
-# the most negative -0.04, between t < 50 and t in [450, 500)), while an earlier throwaway probe
-# on this machine (0.93 / 0.53 / 0.20 at distance 1 / 5 / 10) saw two blocks, low noise
-# and mid/high noise, with cosines down to -0.66. Its protocol is recorded only as "gradient
-# cosine over 4 minibatches"; here one eval set of 64 images and noises is shared by every bin,
-# which may make far bins agree more (0.37 against 0.20 at distance 10). We have not isolated the
-# cause, so at this scale we report a smooth decay without conflicting-gradient blocks.
+# **What does not reproduce here.** Negative cosines are rare and tiny (6 % of the U-Net's pairs,
+# the most negative -0.07, between t < 50 and t in [750, 800); none for the DiT, whose lowest
+# cosine is 0.04), while an earlier throwaway probe (on another machine and an earlier setup, so
+# its numbers are not comparable with this run's) saw two blocks, low noise and mid/high noise,
+# with strongly negative cosines. Its protocol is recorded only as "gradient cosine over 4
+# minibatches"; here one eval set of 64 images and noises is shared by every bin, which may make
+# far bins agree more. We have not isolated the cause, so at this scale we report a smooth decay
+# without conflicting-gradient blocks.
 #
-# **The lookahead tells a partly different story.** It agrees in sign with the cosine on 93-96 %
-# of the pairs, but its ranking correlates only 0.70 (U-Net) and 0.46 (DiT) with the cosine and
-# hardly depends on distance (Spearman -0.32 and -0.02). The reason is its normalisation: with
-# $\varepsilon$-prediction, the high-noise bins have tiny losses (below 0.001 at t > 800 against
-# about 0.47 at t < 50), so any step changes them by a large *relative* amount and their columns
-# dominate the matrix. One SGD step on the lowest-noise bin *raises* the loss of the high-noise
-# bins by up to 4 % (U-Net), the only clear sign of negative transfer in this notebook.
+# **The lookahead tells a partly different story.** It agrees in sign with the cosine on 97-99 %
+# of the pairs, but its ranking correlates only 0.63 (U-Net) and 0.51 (DiT) with the cosine and
+# hardly depends on distance (Spearman -0.08 and -0.03). The reason is its normalisation: with
+# $\varepsilon$-prediction, the high-noise bins have tiny losses (far below the low-noise bins';
+# the per-bin losses are not printed here), so any step changes them by a large *relative*
+# amount and their columns dominate the matrix. One SGD step on the lowest-noise bin *raises* the
+# loss of the high-noise bins by up to 2 % in both models (lookahead minimum -0.0225 U-Net,
+# -0.0220 DiT), the only clear sign of negative transfer in this notebook.
 
 # %% [markdown]
 # ## What this run supports

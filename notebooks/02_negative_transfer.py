@@ -89,9 +89,10 @@ from mtl_diffusion.transfer import specialist_config
 set_style()
 NAME = "negative_transfer"
 K = 5  # intervals of equal width
-# What the budget buys (cpu, the default U-Net at ~0.2 s/step on one core): 3 seeds x (800
+# What the budget buys (cpu, the default U-Net at ~0.3 s/step on one loaded core): 3 seeds x (800
 # all-task steps + 2 specialists x 160 steps) = 3360 steps, evaluated every 40 steps (held-out
-# loss only, ~3 s per evaluation on a loaded core: 84 evaluations); 670 s on 2 shared cores.
+# loss only, at most ~8 s per evaluation on a loaded core: 84 evaluations); 805 s under
+# `make figures` with two notebooks at a time on 2 cores.
 SCALE = config.by_profile({
     "smoke": dict(steps=30, eval_every=3, specialists=(0, K - 1)),
     "paper-smoke": dict(steps=10, eval_every=1, specialists=(0, K - 1)),
@@ -301,9 +302,9 @@ for i in trained:
 # %% [markdown]
 # ## What we found
 #
-# Under the cpu profile (seeds 0, 1, 2; the default U-Net, base 32; all-task $S = 800$ steps,
-# specialists on 0-199 and 800-999 for 160 steps, batch 128; NTG with 95 % paired t-intervals,
-# n = 3):
+# In the `make figures` run of 2026-12-03 (a clean clone, 2-core Intel Xeon, JOBS=2), under the
+# cpu profile (seeds 0, 1, 2; the default U-Net, base 32; all-task $S = 800$ steps, specialists on
+# 0-199 and 800-999 for 160 steps, batch 128; NTG with 95 % paired t-intervals, n = 3):
 #
 # - **Trained to where.** The calibration run's held-out loss falls from 0.1062 (step 100, its
 #   first evaluation and the zero of every "fraction reached") to 0.0730 (step 3000), 90 % of the
@@ -314,16 +315,16 @@ for i in trained:
 # - **Steps-matched: the specialist is better on both intervals at every budget** (negative
 #   transfer in this reading). On 0-199 the gap shrinks, from -19.5 [-24.3, -14.8] at $s = 40$ to
 #   -14.0 [-16.3, -11.6] at $s = 160$ (change +5.56 [+1.54, +9.59], higher); on 800-999 it widens,
-#   from -87.7 [-92.6, -82.9] to -163 [-184, -141] (change -74.8 [-91.9, -57.8], lower), as the
+#   from -87.7 [-92.6, -82.8] to -163 [-186, -140] (change -75.1 [-93.2, -57.0], lower), as the
 #   high-noise specialist approaches its plateau while the all-task model it is compared with is
 #   at most at 0.27 of the calibration decrease. Over the budgets this matching can reach, the gap
 #   does not vanish; the run cannot say what it does near the plateau.
 # - **Samples-matched: no negative transfer; the all-task model is better, less so as it
 #   converges.** With as many samples from $I$, the other tasks help (positive transfer): +20.5
 #   [+19.4, +21.7] on 0-199 and +89.4 [+77.5, +101] on 800-999 at $s = 40$ (all-task step 200,
-#   fraction 0.39), falling with the budget (change to $s = 160$: -13.3 [-15.7, -10.9] and -87.7
-#   [-109, -65.9], both lower). At all-task step 800 (fraction 0.81) the low-noise gap is still
-#   +7.21 [+5.94, +8.49] (higher), the high-noise one +1.76 [-9.86, +13.4] (no verdict): consistent
+#   fraction 0.39), falling with the budget (change to $s = 160$: -13.3 [-15.7, -10.9] and -87.9
+#   [-111, -65.1], both lower). At all-task step 800 (fraction 0.81) the low-noise gap is still
+#   +7.21 [+5.94, +8.49] (higher), the high-noise one +1.48 [-11.3, +14.3] (no verdict): consistent
 #   with a gap that vanishes at high noise, but the interval cannot exclude $\pm 10$ %. (The two
 #   EMAs are not matched here: at step $s$ the warm-up decay is $(1+s)/(10+s)$, so the all-task
 #   model at $k s$ averages over more, and older, weights.)
@@ -334,9 +335,10 @@ for i in trained:
 #   (specialists and all-task model both converged) is out of reach of this budget.
 #
 # **What the budget bought.** 9 runs (3 seeds x [1 all-task + 2 specialists], 3360 U-Net steps)
-# and 84 held-out evaluations; the calibration run was cached. The cpu run took 670 s (765 s of
-# training in two workers, evaluation excluded, 659 s wall) on 2 cores shared with other jobs
-# (load about 2.2): over the 8-minute target under that load.
+# and 84 held-out evaluations; the calibration run was cached (trained beforehand, in a slot of its
+# own). In the run above the notebook took 805 s (955 s of training in two workers, evaluation
+# excluded, 797 s wall) under `make figures` with two notebooks at a time on 2 cores: over the
+# 8-minute target under that load.
 
 # %% [markdown]
 # ## What this run supports

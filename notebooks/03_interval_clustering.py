@@ -204,17 +204,17 @@ for (arch, objective), values in within.items():
 #   schedule, whose log-SNR is nearly linear in the middle and steep at both ends, 133, 239, 281,
 #   228, 119. **Raw SNR** is dominated by the huge SNR of the first few steps and spends almost
 #   every cut there (1, 1, 3, 13, 982): why the paper clusters log-SNR.
-# - **affinity**: the lowest-noise bin (t < 50) gets an interval of its own from k = 4 on for the
-#   U-Net and from k = 5 on for the DiT (it agrees least with the rest), intervals widen with
-#   $t$, and everything above t of about 550 (U-Net) or 650 (DiT) stays in one interval for
-#   k = 5 — the high-noise block of the heatmap.
+# - **affinity**: the lowest-noise bin (t < 50) gets an interval of its own from k = 4 on for
+#   both models (it agrees least with the rest), intervals widen with $t$, and everything from
+#   t = 500 (U-Net) or 600 (DiT) on stays in one interval for k = 5 — the high-noise block of the
+#   heatmap.
 #   Like log-SNR it cuts finely at low noise, but it merges the high-noise tasks that log-SNR
-#   still splits, and it differs between the two models (U-Net 50, 150, 150, 200, 450; DiT 50,
-#   150, 200, 250, 350).
+#   still splits, and it differs between the two models (U-Net 50, 150, 150, 150, 500; DiT 50,
+#   150, 150, 250, 400).
 #
 # By its own measure (mean affinity within clusters) the affinity clustering keeps agreeing tasks
-# together best at every k (k = 5: U-Net 0.93 against 0.87 for log-SNR and 0.86 for timestep; DiT
-# 0.94, 0.91, 0.89). Whether that helps training is notebook 04's question.
+# together best at every k (k = 5: U-Net 0.95 against 0.89 for log-SNR and 0.88 for timestep; DiT
+# 0.96, 0.91, 0.89). Whether that helps training is notebook 04's question.
 
 # %%
 for (name, objective), by_k in clusters.items():
@@ -227,11 +227,13 @@ for (name, objective), by_k in clusters.items():
 # Time to build each cost matrix and solve the DP (best of three). The affinity objective uses
 # the U-Net's bin-level matrix expanded to one task per timestep (a $1000 \times 1000$ TAS, as in
 # the paper). `benchmarks/bench_clustering.py` runs a direct transcription of the published
-# $O(kT^3)$ pure-Python recurrence on the same objectives in one process; it measured this DP
-# **30x** (timestep), **347x** (log-SNR) and **226x** (affinity) faster at $T = 1000$, $k = 8$,
-# on this 2-core machine under load. The notebook does not rerun the slow path (it takes minutes
-# per objective). Measured here under `cpu`, with the machine under heavy load: 52 ms
-# (timestep), 108 ms (log-SNR) and 96 ms (affinity), cost matrix and DP together.
+# $O(kT^3)$ pure-Python recurrence on the same timestep and log-SNR objectives (and a synthetic
+# smooth affinity) in one process; it measured this DP **30x** (timestep), **347x** (log-SNR) and
+# **226x** (affinity) faster at $T = 1000$, $k = 8$, on the earlier 2-core AMD EPYC machine
+# under load (`make figures` does not rerun it). The notebook does not rerun the slow path (it
+# takes minutes per objective). Measured here under `cpu` in the `make figures` run of
+# 2026-12-03 (a clean clone, 2-core Intel Xeon, JOBS=2; two notebooks at a time on 2 cores):
+# 32 ms (timestep), 37 ms (log-SNR) and 38 ms (affinity), cost matrix and DP together.
 
 # %%
 tas_full = np.repeat(np.repeat(tas["unet"], width, axis=0), width, axis=1)

@@ -56,9 +56,9 @@
 # (see the fraction reached). The held-out loss is weighted equally over the grid timesteps:
 # that is vanilla's own training objective, so a reweighting method (min-SNR, UW) is expected
 # to lose on it at the timesteps it down-weights (low noise) and gain where it up-weights;
-# read the per-interval rows, bits/dim and the FDs beside it, not the overall loss alone. UW's weights need a few hundred steps
-# to grow to $1/(2L_i)$ from their initial 0.5 (the transient, shown below), so a short run
-# mixes UW's transient with its steady state; the curves show both.
+# read the per-interval rows, bits/dim and the FDs beside it, not the overall loss alone. UW's
+# weights need a few hundred steps to grow to $1/(2L_i)$ from their initial 0.5 (the transient,
+# shown below), so a short run mixes UW's transient with its steady state; the curves show both.
 #
 # **How it is computed.** `mtl_diffusion.mtl.engine`: loss-based methods (UW) run one backward of
 # their combined loss; gradient methods (PCGrad, Nash) get the exact per-cluster gradients from
@@ -117,11 +117,13 @@ from mtl_diffusion.plotting import (
 from mtl_diffusion.runs import ARMS, CPU_ARM_SCHEDULE, generate, train_many
 
 set_style()
-# Budget (cpu): the default U-Net (the calibration run's model), ~0.2 s per step on one core;
-# 9 runs x 400 steps on two processes = 5 rounds of ~80 s, plus 8 held-out evaluations per
-# run (~4 s each, no sampling during training); the vanilla arm is the one 05 and 06 train too
-# (one cache name, runs.ARMS), so whichever notebook comes first trains it. Fréchet distances
-# are computed once, from the final EMA models. Smoke proves the code path only.
+# Budget (cpu): the default U-Net (the calibration run's model), ~0.25 s per step in a one-thread
+# process under `make figures` (902 s of training for the 9 runs x 400 steps), plus 8 held-out
+# evaluations per run (no sampling during training). The vanilla arm is the one 05 and 06 train
+# too (one cache name, runs.ARMS): under `make figures` it is trained first in a slot of its own
+# (runs.shared_vanilla_arm), like the calibration run, and 04 loads it from the cache; the other
+# 6 runs train here on two processes, 3 rounds (557 s wall, two notebooks at a time on 2 cores).
+# Fréchet distances are computed once, from the final EMA models. Smoke proves the code path only.
 SCALE = config.by_profile({
     "smoke": {
         "train.steps": 4,
@@ -484,29 +486,29 @@ savefig(fig, "04_ant_samples", profile)
 # ## Findings
 #
 # From the cpu run with default parameters (3 cells x 3 seeds, 400 steps, paired 95 %
-# t-intervals; a `make figures` run from nothing on a 2-core AMD EPYC; on another CPU type the
-# digits after the second significant one move):
+# t-intervals; the `make figures` run of 2026-12-03: a clean clone, 2-core Intel Xeon, JOBS=2;
+# on another CPU type the digits after the second significant one move):
 #
 # - **Budget.** Vanilla reaches 65 % of the calibration run's held-out-loss decrease (0.0847 at
 #   step 400 against 0.0730 at step 3,000), min-SNR 47 %, UW / SNR 56 %: early training. Every
 #   verdict below is about that stage; none says where the arms end.
-# - **UW's transient** ends at steps 313, 299 and 323 (seeds 0-2: its weights reach 1 / (2 L_i)
-#   within the printed margin), so only the last ~75-100 of the 400 steps are UW's steady state.
+# - **UW's transient** ends at steps 336, 305 and 330 (seeds 0-2: its weights reach 1 / (2 L_i)
+#   within the printed margin), so only the last ~65-95 of the 400 steps are UW's steady state.
 # - **Held-out loss** (vanilla's own objective): min-SNR +0.0060 [+0.0052, +0.0069] and UW / SNR
-#   +0.0028 [+0.0009, +0.0047] over vanilla, both worse overall; both are worse at low noise
+#   +0.0028 [+0.0004, +0.0052] over vanilla, both worse overall; both are worse at low noise
 #   (t < 153: +0.046 and +0.014) and better at t >= 394 (every interval's interval excludes
 #   zero), as their weightings predict. Neither reaches vanilla's final loss within the run
 #   (convergence speed: no gain seen; vanilla-equivalent steps 237 and 299 of 400).
-# - **Bits/dim**: vanilla 3.32; min-SNR +0.78 [+0.67, +0.90], UW / SNR +0.17 [+0.08, +0.25]:
+# - **Bits/dim**: vanilla 3.32; min-SNR +0.78 [+0.67, +0.90], UW / SNR +0.16 [+0.09, +0.23]:
 #   worse (the bound is dominated by low-noise terms).
-# - **Fréchet distances** (secondary, 500 samples, DDIM-50; real-vs-real floors 0.48 classifier
-#   features, 0.45 pixels): min-SNR's classifier-feature FD is lower than vanilla's (2.12 vs 2.43,
-#   -0.31 [-0.47, -0.15]); every other FD comparison gives no verdict (UW / SNR +0.36 [-0.37,
-#   +1.08] classifier, -0.01 [-0.06, +0.04] pixel).
+# - **Fréchet distances** (secondary, 500 samples, DDIM-50; real-vs-real floors 0.47 classifier
+#   features, 0.45 pixels): min-SNR's classifier-feature FD is lower than vanilla's (2.11 vs 2.42,
+#   -0.31 [-0.47, -0.14]); every other FD comparison gives no verdict (UW / SNR +0.33 [-0.87,
+#   +1.53] classifier, -0.003 [-0.12, +0.11] pixel).
 # - So the paper's "every ANT cell beats vanilla" is not seen at this budget: its best cell, UW
 #   on SNR clusters, trades low-noise loss for high-noise loss and gives no verdict in sample
-#   quality; the run is too short (65 % of the calibration decrease, about 100 steady-state UW
-#   steps) to tell the end state. These verdicts hold at cpu scale only.
+#   quality; the run is too short (65 % of the calibration decrease, about 65-95 steady-state
+#   UW steps) to tell the end state. These verdicts hold at cpu scale only.
 
 # %% [markdown]
 # ## What this run supports (asserted)

@@ -111,10 +111,13 @@ from mtl_diffusion.runs import ARMS, CPU_ARM_SCHEDULE, generate, train_many
 from mtl_diffusion.stats import check_verdicts, paired_difference, summarize
 
 set_style()
-# What the budget buys (cpu: the profile's default U-Net, ~0.2 s/step on one core, the model size
-# of the shared calibration run): 3 arms x 3 seeds x 400 steps = 3600 training steps, held-out
-# loss every 50 steps (8 evaluations per run, about 1-3 s each), then 200 DDIM samples per final
-# EMA model for the Fréchet distances. Smoke only proves the code path.
+# What the budget buys (cpu: the profile's default U-Net, the model size of the shared
+# calibration run; under `make figures`, two notebooks at a time on 2 cores, one thread per run:
+# 0.14 s/step for the vanilla arm, trained first in a slot of its own, 0.3 s/step for DTR and
+# R-TR here): 3 arms x 3 seeds x 400 steps = 3600 training steps (884 s of training; 544 s wall
+# for the 6 routed runs on two processes), held-out loss every 50 steps (8 evaluations per run),
+# then 200 DDIM samples per final EMA model for the Fréchet distances (30 s for all 9). Smoke
+# only proves the code path.
 SCALE = config.by_profile({
     "smoke": {"train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 0},
     "paper-smoke": {"train.steps": 4, "train.eval_every": 2, "train.checkpoint_every": 0},
@@ -532,10 +535,11 @@ else:
 # beside their real floor. How far training got is the fraction of the calibration run's
 # decrease printed for every arm: a verdict at a fraction well below 1 is about early training.
 #
-# The cpu run with default parameters (U-Net, 3 seeds, 400 steps; held-out loss every 50 steps):
+# The cpu run with default parameters (U-Net, 3 seeds, 400 steps; held-out loss every 50 steps;
+# the `make figures` run of 2026-12-03: a clean clone, 2-core Intel Xeon, JOBS=2):
 #
-# - **Budget.** Vanilla and DTR reach 0.65 of the calibration decrease (0.0847 / 0.0848 at step
-#   400 against 0.0730 at step 3,000), R-TR 0.41: early-to-mid training.
+# - **Budget.** Vanilla and DTR reach 0.65 and 0.64 of the calibration decrease (0.0847 / 0.0848
+#   at step 400 against 0.0730 at step 3,000), R-TR 0.41: early-to-mid training.
 # - **DTR vs vanilla: no verdict at any of the 8 evaluations**, from -0.84 % [-6.1, +4.5] at step
 #   50 to +0.14 % [-0.36, +0.65] at step 400; no delay or gain in steps either (-2.5 [-16, +11]
 #   steps at step 200). The paper's DTR gain is not seen at this scale and budget.
@@ -545,13 +549,14 @@ else:
 # - **Bits/dim agree**: vanilla 3.317, DTR 3.318 (+0.001 [-0.089, +0.090], no verdict), R-TR
 #   3.502 (+0.18 [+0.16, +0.21] over vanilla, +0.18 [+0.07, +0.30] over DTR: worse).
 # - **Fréchet distances** (secondary, 200 samples, DDIM-50; real-vs-real floors at 200 images
-#   1.26 classifier features, 0.98 pixels): only R-TR's classifier-feature FD is higher than
-#   vanilla's (3.24 vs 2.72, +0.52 [+0.31, +0.73]); DTR vs vanilla gives no verdict (+0.03
-#   [-0.43, +0.50]), nor does any pixel FD.
-# - **Cost.** In the make-figures run the arms trained at 2.2-2.5 steps/s (one thread each, four
-#   processes on two cores; vanilla's run is the one 04 trained). Two runs at once on idle cores
-#   took 18.1 s (vanilla), 18.4 s (DTR) and 17.8 s (R-TR) for 100 steps with two evaluations:
-#   at this size the masks cost no measurable time.
+#   1.25 classifier features, 0.98 pixels): only R-TR's classifier-feature FD is higher than
+#   vanilla's (3.23 vs 2.71, +0.51 [+0.28, +0.74]); DTR vs vanilla gives no verdict (+0.03
+#   [-0.40, +0.47]), nor does any pixel FD.
+# - **Cost.** Under `make figures` (two notebooks at a time on 2 cores; 624 s for this notebook)
+#   DTR and R-TR trained here at 3.3 and 3.4 steps/s (one thread each, two processes). Vanilla's
+#   runs were loaded from the cache: trained first in a slot of their own, at 7.3 steps/s, so
+#   their speed is not comparable, and this run does not measure what the masks cost against
+#   vanilla; the two masked arms trained at about the same speed.
 # - The DiT and the DTR x {min-SNR, ANT-UW} table run under the paper profile only (see above).
 #
 # ## What this run supports

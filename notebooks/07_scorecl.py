@@ -242,7 +242,8 @@ savefig(fig, "07_scorecl_knn", profile)
 # %% [markdown]
 # ## Findings under the `cpu` profile (3 seeds, 400 steps of batch 128 per run)
 #
-# (`make figures` of 2026-12-02; the score network now trains with the EMA warm-up.)
+# (The `make figures` run of 2026-12-03: a clean clone, 2-core Intel Xeon, JOBS=2; the score
+# network now trains with the EMA warm-up.)
 #
 # - **The observation reproduces.** At $t = 20$ the mean score value of the test digits rises
 #   from 35.3 (clean) to 64 (affine), 57 (erase), 55 (blur), 69 (contrast) and 82 (noise) at
@@ -251,17 +252,19 @@ savefig(fig, "07_scorecl_knn", profile)
 #   score value stays flat (35.3 -> 36.5 at strength 0.4) before rising (Spearman 0.94). $t = 20$
 #   is our choice.
 # - **The paper's gain does not appear at this scale.** Paired by seed, ScoreCL minus plain k-NN
-#   accuracy is -0.37 ± 0.78 (SimCLR), -1.11 ± 1.94 (SimSiam), +0.44 ± 0.44 (VICReg) and
-#   -0.15 ± 1.61 (W-MSE) points (mean ± std over seeds 0-2; an earlier run on another machine
-#   gave +0.37, -2.22, -0.52, +0.52); ScoreCL wins in 1, 1, 2 and 2 of 3 seeds. Every difference is smaller than its seed-to-seed spread, and one test digit is 0.22
-#   points, so 3 seeds resolve differences of about 2 points at best: a gain of the paper's size
-#   (up to +3 points) would be visible, a gain below 1 point would not.
+#   accuracy is +0.37 ± 1.10 (SimCLR), -2.22 ± 2.89 (SimSiam), -0.52 ± 1.30 (VICReg) and
+#   +0.52 ± 1.05 (W-MSE) points (mean ± std over seeds 0-2; the numbers move with the CPU: a
+#   run on a 2-core AMD EPYC gave the opposite sign for SimCLR, VICReg and W-MSE); ScoreCL wins
+#   in 2, 1, 1 and 2 of 3 seeds. Every difference is smaller than its seed-to-seed spread, and
+#   one test digit is 0.22 points, so 3 seeds resolve differences of about 2 points at best: a
+#   gain of the paper's size (up to +3 points) would be visible, a gain below 1 point would not.
 # - **Context.** On these 8x8 digits k-NN on raw pixels (97.6 %) beats every encoder trained
-#   here (90-96 %), and an untrained encoder already reaches 92.4 %; SimSiam does not beat it
-#   within 400 steps. The digits are too small and too easy for contrastive pre-training to pay
-#   off, which leaves little for pair weighting to improve. Whether ScoreCL helps on CIFAR-scale
-#   data is not tested here. A ScoreCL run costs about 2.2 times the CPU time of a plain one (16
-#   vs 7.5 s: a score-network forward of both views per step).
+#   here (90-96 %), and an untrained encoder already reaches 92.4 %; SimSiam only matches it
+#   within 400 steps (92.6 % plain, 90.4 % with ScoreCL). The digits are too small and too easy
+#   for contrastive pre-training to pay off, which leaves little for pair weighting to improve.
+#   Whether ScoreCL helps on CIFAR-scale data is not tested here. A ScoreCL run costs about 2.3
+#   times the CPU time of a plain one (13 vs 5.7 s under `make figures`, two notebooks at a time
+#   on 2 cores: a score-network forward of both views per step).
 #
 # ## What this run supports
 #
@@ -287,7 +290,8 @@ if not smoke and seeds >= 2:
     assert (gain["seeds_with_gain"] < seeds).all(), f"a method gains in every seed:\n{gain}"
 
 # %% [markdown]
-# The numbers above as data: `results.json` in this run's folder (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
+# The numbers above as data: `results.json` in this run's folder
+# (`mtl_diffusion.results.load_results()` reads a batch of runs into one DataFrame).
 
 # %%
 this_run.save_results(

@@ -100,11 +100,11 @@ from mtl_diffusion.plotting import (
 from mtl_diffusion.runs import generate, train_many
 
 set_style()
-# What the budget buys: under cpu, 9 runs (3 arms x 3 seeds) of 600 steps at batch 128, with
-# two evaluations each (500 samples, DDIM-50), two at a time on 2 cores: 11.5 minutes from
-# nothing with another job using about one core (load average 2.4-3.5), 21 minutes at load 4-7;
-# training is 95 % of it. The shared model is a 244k-parameter mixed-block U-Net (base width
-# 32), each expert a quarter of it (base 16).
+# What the budget buys: under cpu, 9 runs (3 arms x 3 seeds) of 400 steps at batch 128, with
+# two evaluations each (500 samples, DDIM-50), two training processes at a time: 829 s from
+# nothing under `make figures` (two notebooks at a time on 2 cores, this one beside 09, each with
+# two training processes); training is 92 % of it (765 s). The shared model is a 244k-parameter
+# mixed-block U-Net (base width 32), each expert a quarter of it (base 16).
 # paper: the paper profile's image folder, a base-128 shared model, pooled attention (4 x 4).
 SCALE = config.by_profile({
     "smoke": {
@@ -559,50 +559,53 @@ fig.tight_layout()
 savefig(fig, "08_meme_samples", profile)
 
 # %% [markdown]
-# ## Findings at cpu scale (default parameters: seeds 0, 1, 2; 600 steps; 9 runs)
+# ## Findings at cpu scale (default parameters: seeds 0, 1, 2; 400 steps; 9 runs)
 #
-# From the published run (`run_notebooks --profile cpu --publish 08`, 2026-12-02); every
+# From the `make figures` run of 2026-12-03 (a clean clone, 2-core Intel Xeon, JOBS=2); every
 # interval is the 95 % t-interval of the mean paired difference over the 3 seeds.
 #
 # - **What each noise level removes (reproduces the observation).** At low noise the trained
-#   denoiser removes the fine bands and keeps the coarse ones: at t = 4 it takes 1.1 % of the
-#   finest band's power and 0.0 % of band 1 (band 1 minus band 6: -0.0105 [-0.014, -0.0069]); at
-#   t = 99, 75 % vs 2.5 %; from t ~ 700 on it removes every band (band 1 at t = 999 minus at
+#   denoiser removes the fine bands and keeps the coarse ones: at t = 4 it takes 0.8 % of the
+#   finest band's power and 0.0 % of band 1 (band 1 minus band 6: -0.0076 [-0.0099, -0.0052]); at
+#   t = 99, 74 % vs 2.3 %; from t ~ 700 on it removes every band (band 1 at t = 999 minus at
 #   t = 4: +1.01 [+0.98, +1.04]). It follows the noise's own share of each band (the oracle) a
-#   little below it, as a posterior mean must: the band of the filter moves from high to low
-#   frequencies as t grows, which is what the data's falling spectrum makes the optimal
-#   denoiser do.
+#   little below it up to t = 399, as a posterior mean must (from t ~ 700 on, where the whole
+#   input is removed, at or just above it: band 1 0.965 vs 0.961 at t = 699): the band of the
+#   filter moves from high to low frequencies as t grows, which is what the data's falling
+#   spectrum makes the optimal denoiser do.
 # - **Convolution vs attention: half reproduces, and partly by construction.** The attention
-#   branch of the trained blocks is strongly low-pass (slope -5.5 [-5.57, -5.43]), but its pooled
+#   branch of the trained blocks is strongly low-pass (slope -5.5 [-5.57, -5.42]), but its pooled
 #   tokens make it so by construction (2x2 average pooling and nearest upsampling are a box
 #   filter: at initialisation the pooled block has slope -5.6, attention on all tokens +0.01,
 #   flat apart from its mean). The convolution branch is NOT high-pass after training: slightly
-#   low-pass (slope -0.20 [-0.26, -0.14]; flat, +0.00, at initialisation). So "attention is more
+#   low-pass (slope -0.19 [-0.27, -0.11]; flat, +0.00, at initialisation). So "attention is more
 #   low-pass than convolution" holds here (-5.3 [-5.4, -5.2]), "convolution is high-pass" does
 #   not, and what attention itself does, apart from the pooling, this run cannot tell.
 # - **Experts do NOT beat one shared model at equal parameters and steps.** The shared model
 #   (244k parameters) has a lower held-out loss than 4 mixed experts (255k in all): experts
-#   +8.0 % (+0.0071 [+0.0057, +0.0084]), worse on t 0-249 (+8.5 %), 250-499 (+6.2 %) and 500-749
-#   (+5.6 %), no verdict on 750-999; same-architecture experts +8.4 % ([+0.0071, +0.0078]), worse
-#   on every interval. The sample distances agree (each seed sampled from its own initial
-#   noise): classifier-feature FD 3.46 ± 0.21 (shared) vs 4.92 ± 0.27 (mixed experts) and
-#   5.23 ± 0.42 (same-architecture experts), real-vs-real floor 0.48 at 500 samples (a fixed
+#   +8.8 % (+0.0081 [+0.0066, +0.0096]), worse on every interval: t 0-249 (+9.0 %), 250-499
+#   (+7.0 %), 500-749 (+10.4 %) and 750-999 (+49.2 % of a tiny loss, an interval ending near
+#   zero: [+0.00008, +0.0011]); same-architecture experts +9.3 % (+0.0086 [+0.0072, +0.0101]),
+#   worse on every interval. The sample distances agree (each seed sampled from its own initial
+#   noise): classifier-feature FD 4.61 ± 0.56 (shared) vs 6.04 ± 0.52 (mixed experts) and
+#   6.38 ± 0.66 (same-architecture experts), real-vs-real floor 0.47 at 500 samples (a fixed
 #   random subset, `real_floor`, the same as 04's); paired
-#   +1.46 [+0.99, +1.93] and +1.77 [+1.07, +2.48]; pixel FD +0.44 [+0.23, +0.65] and +0.45
-#   [+0.23, +0.68].
-# - **Bits per dimension agree** (the variational bound, 17 grey levels): shared 3.19, mixed
-#   experts 3.37 (+0.18 [+0.13, +0.23]), same-architecture experts 3.39 (+0.20 [+0.16, +0.24]);
-#   mixed vs same-architecture -0.015 [-0.10, +0.07], no verdict (noise from the replicate's
-#   evaluation seed, `heldout_bits_per_dim`; the make-figures run of this round).
-# - **Architecture-mixed vs same-architecture experts: no verdict.** Held-out loss -0.4 %
-#   (-0.0004 [-0.0021, +0.0013]), no verdict on any interval; classifier FD -0.32
-#   [-0.70, +0.07], pixel FD -0.01 [-0.38, +0.35].
+#   +1.43 [+0.75, +2.10] and +1.77 [+1.18, +2.37]; pixel FD +0.62 [+0.41, +0.82] and +0.68
+#   [+0.45, +0.91].
+# - **Bits per dimension agree** (the variational bound, 17 grey levels): shared 3.31, mixed
+#   experts 3.52 (+0.21 [+0.14, +0.27]), same-architecture experts 3.52 (+0.21 [+0.14, +0.28]);
+#   mixed vs same-architecture -0.003 [-0.13, +0.13], no verdict (noise from the replicate's
+#   evaluation seed, `heldout_bits_per_dim`).
+# - **Architecture-mixed vs same-architecture experts: no verdict.** Held-out loss -0.5 %
+#   (-0.0005 [-0.0033, +0.0022]), no verdict on any interval; classifier FD -0.35
+#   [-0.77, +0.08], pixel FD -0.06 [-0.32, +0.20].
 # - **Sampling cost.** Each sampling step calls one expert, a quarter of the parameters: 100
-#   samples with DDIM-50 took 0.6-0.9 s from the experts against 1.1-1.4 s from the shared
-#   model (1.3-2.3x over two runs on a shared machine; a timing, not a benchmark). Training is not cheaper on the
-#   CPU: four small sub-batches cost more per step than one batch (steps/s above).
-# - **What the run cannot tell.** 600 steps is early training: every arm's training loss still
-#   fell by 6-8 % over the second half (end / mid-training 0.92-0.94), and the experts each see
+#   samples with DDIM-50 took 1.0-1.1 s from the experts against 1.9 s from the shared model
+#   (1.8x; one timing under `make figures`, two notebooks at a time on 2 cores, not a
+#   benchmark). Training is not clearly cheaper on the CPU: 3.6 steps/s for the mixed experts,
+#   2.7 for the same-architecture ones, 3.5 for the shared model (above, measured under load).
+# - **What the run cannot tell.** 400 steps is early training: every arm's training loss still
+#   fell by 9-12 % over the second half (end / mid-training 0.88-0.91), and the experts each see
 #   a quarter of the samples, so their gap may close with longer training, which this budget
 #   cannot show. The models are tiny (16-32 base channels on 8x8 digits, where the attention
 #   branch works on 4x4 pooled tokens); the paper trains 64-256-pixel faces for hundreds of

@@ -87,8 +87,8 @@ from mtl_diffusion.transfer import mtl_config, specialist_config
 
 set_style()
 # What the budget buys (cpu): 3 widths x 3 seeds x 5 arms of N = 4000 steps at batch 1024, plus
-# one calibration run per width to 3N: 216k MLP steps, 7 minutes from nothing on 2 cores at a
-# load of 2.5 (14 minutes at a load of 3.5-4, evaluating twice as often).
+# one calibration run per width to 3N: 216k MLP steps, 13 minutes from nothing under
+# `make figures` (two notebooks at a time on 2 cores).
 SCALE = config.by_profile({
     "smoke": dict(widths=(8, 16), steps=40, eval_every=8, num_seeds=2, batch=256),
     "paper-smoke": dict(widths=(8, 16), steps=40, eval_every=8, num_seeds=2, batch=256),
@@ -417,13 +417,14 @@ savefig(fig, "09_known_answer_methods", profile)
 # %% [markdown]
 # ## What the case shows, and what it cannot
 #
-# From the `cpu` run: widths 8 / 16 / 32 (666 / 2,354 / 8,802 parameters), seeds 0-2, N = 4,000
-# steps at batch 1,024 (lr 1e-2, EMA 0.995), k = 5 intervals of 200 steps. Ratios are geometric
-# means over the 3 seeds with their 95 % paired t-intervals.
+# From the `cpu` run (the `make figures` run of 2026-12-03: a clean clone, 2-core Intel Xeon,
+# JOBS=2): widths 8 / 16 / 32 (666 / 2,354 / 8,802 parameters), seeds 0-2, N = 4,000 steps at
+# batch 1,024 (lr 1e-2, EMA 0.995), k = 5 intervals of 200 steps. Ratios are geometric means
+# over the 3 seeds with their 95 % paired t-intervals.
 #
 # - **Where training stops.** The calibration runs (to 12,000 steps) put N at 89-95 % of the
 #   total decrease, but the excess risk still falls x1.8 from N to 3N (x1.7-1.9 at t < 200;
-#   x1.1-4.0 elsewhere, the larger factors at high noise for the wider models: the noise floor
+#   x1.1-4.1 elsewhere, the larger factors at high noise for the wider models: the noise floor
 #   of a constant learning rate, shrinking slowly). Trained to a measured point, not to the
 #   optimum: a ratio closer to 1 than these drifts could be undone by longer training. Low noise
 #   is where every model is furthest from the optimum (t < 200: 6e-3 to 3e-2, elsewhere 1.4e-4
@@ -440,27 +441,29 @@ savefig(fig, "09_known_answer_methods", profile)
 #   reports for ADM (negative transfer strongest at high noise), in a case where it is measured
 #   against the exact optimum.
 # - **(a) At low noise the gap is a budget effect.** On t 0-199 the specialist is x0.31 [0.06,
-#   1.6] / x0.36 [0.26, 0.49] / x0.32 [0.25, 0.40] at equal steps (verdicts at widths 16 and 32),
+#   1.6] / x0.36 [0.26, 0.49] / x0.31 [0.24, 0.41] at equal steps (verdicts at widths 16 and 32),
 #   larger than the drift there (x1.7-1.9), but at equal samples (800 steps) it is not better:
 #   x1.6 [0.36, 6.9] / x3.8 [2.3, 6.3] (worse) / x1.4 [0.57, 3.6]. Over training the equal-steps
 #   ratio falls to x0.13 [0.10, 0.17] (width 16, step 1,600) and x0.10 [0.06, 0.17] (width 32,
 #   step 1,200) while the all-task model is still on its low-noise plateau, and climbs back to
 #   x0.3 as it leaves it: the specialist converges sooner, and no width makes the gap larger.
 # - **(b) UW trades low noise for high noise, more so the wider the model.** At step N on t 0-199
-#   x5.1 [4.3, 6.2] / x8.2 [6.4, 10.6] / x10.5 [7.6, 14.4] worse than vanilla; on t 400-999 x0.02-
+#   x4.9 [3.8, 6.2] / x8.2 [6.6, 10.3] / x10.3 [7.6, 14.1] worse than vanilla; on t 400-999 x0.01-
 #   0.06 better (every interval and width a "lower" verdict); t 200-399 no verdict. Over all t,
-#   dominated by low noise, x4.8 [3.6, 6.5] / x7.4 [5.9, 9.3] / x9.4 [7.0, 12.7] worse, and the
+#   dominated by low noise, x4.6 [3.4, 6.2] / x7.4 [6.1, 9.1] / x9.3 [7.0, 12.4] worse, and the
 #   ratio grows over training as the weights settle (no transient). UW weights cluster i by
 #   1 / (2 L_i), and the optimum's own eps-MSE alone spans 5e-1 (t < 200) to 3e-5 (t = 975): it
 #   hands the update to the noisy clusters, and reaches there about what the high-noise
 #   specialist reaches. So the high-noise negative transfer above is a matter of how uniform
 #   weighting shares the update between tasks whose losses differ by orders of magnitude, which
 #   UW repairs only at the cost of the low-noise tasks.
-# - **(c) The curriculum neither helps nor hurts at step N.** No verdict in any interval at any
-#   width (ratios x0.86-1.30; over all t x1.16 [0.57, 2.4] / x1.06 [0.77, 1.46] / x1.11 [0.84,
-#   1.47]). During its phase (the first 800 steps) it is x4-6 behind over all t, as it has not
-#   trained the low-noise tasks, and it stays behind ("higher" verdicts) through step 1,200
-#   (width 8), 3,200 (width 16) and 2,400 (width 32): slower, not faster, to converge here.
+# - **(c) At step N the curriculum neither helps nor hurts over all t.** No verdict in any
+#   interval at any width but one (width 32, t 400-599: x1.2 [1.14, 1.27] worse, which no other
+#   width repeats); ratios x0.86-1.30; over all t x1.16 [0.57, 2.4] / x1.06 [0.77, 1.46] / x1.13
+#   [0.78, 1.63], no verdict. During its phase (the first 800 steps) it is x4-6 behind over all
+#   t, as it has not trained the low-noise tasks, and it stays behind ("higher" verdicts) through
+#   step 1,200 (width 8), 3,200 (width 16) and 2,400 (width 32, no verdict at 1,600): slower, not
+#   faster, to converge here.
 #
 # **What it cannot show.** A 2-D toy is not image data: eight well-separated modes, denoisers of
 # a few thousand parameters, and tasks whose difficulty is set by one length scale (the modes'
