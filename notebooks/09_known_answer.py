@@ -448,7 +448,7 @@ savefig(fig, "09_known_answer_methods", profile)
 #   step 1,200) while the all-task model is still on its low-noise plateau, and climbs back to
 #   x0.3 as it leaves it: the specialist converges sooner, and no width makes the gap larger.
 # - **(b) UW trades low noise for high noise, more so the wider the model.** At step N on t 0-199
-#   x4.9 [3.8, 6.2] / x8.2 [6.6, 10.3] / x10.3 [7.6, 14.1] worse than vanilla; on t 400-999 x0.01-
+#   x4.8 [3.8, 6.2] / x8.2 [6.6, 10.3] / x10.3 [7.6, 14.1] worse than vanilla; on t 400-999 x0.01-
 #   0.06 better (every interval and width a "lower" verdict); t 200-399 no verdict. Over all t,
 #   dominated by low noise, x4.6 [3.4, 6.2] / x7.4 [6.1, 9.1] / x9.3 [7.0, 12.4] worse, and the
 #   ratio grows over training as the weights settle (no transient). UW weights cluster i by
