@@ -155,9 +155,10 @@ def test_the_vanilla_arm_trained_first_is_the_one_notebooks_04_to_06_load(
         "06_curriculum": lambda ns: ns["configs"]["uniform"],
     }
     for stem, vanilla in pick.items():
-        found = [cache_key(c, run_notebooks.ARMS) for c in vanilla(notebook_namespace(stem, monkeypatch))]
-        assert found == expected, stem
-    assert run_notebooks.vanilla_arm_first(sources(["04", "05"]), "cpu", {"steps": 800}, False) == []
-    assert run_notebooks.vanilla_arm_first(sources(["04", "05"]), "cpu", {}, True) == []
-    assert run_notebooks.vanilla_arm_first(sources(["04", "07"]), "cpu", {}, False) == []
-    assert run_notebooks.vanilla_arm_first(sources(["04", "05"]), "paper", {}, False) == []
+        namespace = notebook_namespace(stem, monkeypatch)
+        assert [cache_key(c, run_notebooks.ARMS) for c in vanilla(namespace)] == expected, stem
+    first = run_notebooks.vanilla_arm_first
+    assert first(sources(["04", "05"]), "cpu", {"steps": 800}, False) == []
+    assert first(sources(["04", "05"]), "cpu", {}, True) == []
+    assert first(sources(["04", "07"]), "cpu", {}, False) == []
+    assert first(sources(["04", "05"]), "paper", {}, False) == []
