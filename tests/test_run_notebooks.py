@@ -122,6 +122,29 @@ def test_several_jobs_train_the_calibration_run_first(
     assert (tmp_path / "trained").read_text() == "cpu"
 
 
+def fake_train_arms(configs) -> float:
+    """Stands in for the shared vanilla arm: writes its seeds to FAKE_ARMS_MARK."""
+    Path(os.environ["FAKE_ARMS_MARK"]).write_text(",".join(str(c.seed) for c in configs))
+    return 1.0
+
+
+@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="needs forked workers")
+def test_several_jobs_train_the_shared_vanilla_arm_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(run_notebooks, "run_one", fake_run_one)
+    monkeypatch.setattr(run_notebooks, "BUILD", tmp_path)
+    monkeypatch.setattr(run_notebooks, "train_calibration", fake_train_calibration)
+    monkeypatch.setattr(run_notebooks, "train_arms", fake_train_arms)
+    monkeypatch.setenv("FAKE_CALIBRATION_MARK", str(tmp_path / "calibration"))
+    monkeypatch.setenv("FAKE_ARMS_MARK", str(tmp_path / "arms"))
+    run_notebooks.run("cpu", ["00", "04", "05"], {}, prepare_only=False, jobs=2)
+    assert (tmp_path / "arms").read_text() == "0,1,2"
+    (tmp_path / "arms").unlink()
+    run_notebooks.run("cpu", ["04", "05"], {"seed": 3}, prepare_only=False, jobs=2)
+    assert not (tmp_path / "arms").exists()  # another seed: the notebooks train their own
+
+
 def notebook_namespace(stem: str, monkeypatch: pytest.MonkeyPatch) -> dict:
     """Execute a notebook's code cells under cpu with default parameters up to the one that
     defines `configs` (nothing trains before it), with notebook.start stubbed out."""
@@ -143,8 +166,8 @@ def notebook_namespace(stem: str, monkeypatch: pytest.MonkeyPatch) -> dict:
 def test_the_vanilla_arm_trained_first_is_the_one_notebooks_04_to_06_load(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """run() trains the shared vanilla arm first only if its cache keys are the notebooks':
-    compare them with the configs each notebook builds (its header cells, executed)."""
+    """The vanilla arm run() trains first has the cache keys of the configs each of 04, 05 and
+    06 builds (their header cells, executed), so they load it instead of training it again."""
     monkeypatch.chdir(Path(__file__).parents[1])
     arm = run_notebooks.vanilla_arm_first(sources(["04", "05", "06"]), "cpu", {}, False)
     expected = [cache_key(c, run_notebooks.ARMS) for c in arm]
